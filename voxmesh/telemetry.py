@@ -23,13 +23,15 @@ def _one_json_line(span: ReadableSpan) -> str:
     return span.to_json(indent=None) + "\n"
 
 
-def _exporter_for(spec: str) -> SpanExporter | None:
+def _exporter_for(spec: str, service: str) -> SpanExporter | None:
     if spec in ("", "none"):
         return None
     if spec == "console":
         return ConsoleSpanExporter(out=sys.stderr, formatter=_one_json_line)
     if spec.startswith("file:"):
-        out: IO[str] = open(spec[len("file:") :], "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+        # "{service}" in the path gives each process its own file.
+        path = spec[len("file:") :].replace("{service}", service)
+        out: IO[str] = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
         return ConsoleSpanExporter(out=out, formatter=_one_json_line)
     if spec == "otlp":
         # Optional extra (voxmesh[otlp]); endpoint from OTEL_EXPORTER_OTLP_ENDPOINT.
@@ -42,7 +44,7 @@ def _exporter_for(spec: str) -> SpanExporter | None:
 def setup_tracing(service: str, spec: str) -> TracerProvider:
     """Install a global tracer provider for ``service`` exporting as ``spec`` says."""
     provider = TracerProvider(resource=Resource.create({"service.name": f"voxmesh-{service}"}))
-    exporter = _exporter_for(spec)
+    exporter = _exporter_for(spec, service)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
     trace.set_tracer_provider(provider)

@@ -47,12 +47,21 @@ class DialogueConfig(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class UserTurn(_message.Message):
-    __slots__ = ("turn_id", "text")
+    __slots__ = ("turn_id", "text", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     turn_id: str
     text: str
-    def __init__(self, turn_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, turn_id: _Optional[str] = ..., text: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CancelTurn(_message.Message):
     __slots__ = ("turn_id",)

@@ -1,0 +1,25 @@
+"""Prometheus collectors of the orchestrator (module level, bounded labels)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+ACTIVE_SESSIONS = Gauge("voxmesh_orchestrator_active_sessions", "Sessions open now.")
+TURNS = Counter("voxmesh_orchestrator_turns_total", "Turns answered, by outcome.", ["status"])
+STAGE_LATENCY = Histogram(
+    "voxmesh_orchestrator_stage_latency_seconds",
+    "Per-turn latency of each stage (stt, llm, tts) and the voice-to-voice total.",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+INTERRUPTIONS = Counter("voxmesh_orchestrator_interruptions_total", "Replies cut off by the user.")
+DOWNSTREAM_ERRORS = Counter(
+    "voxmesh_orchestrator_downstream_errors_total", "Failed calls to a service.", ["service"]
+)
+AUDIT_EVENTS = Counter("voxmesh_orchestrator_audit_events_total", "Audit events written to Redis.")
+AUDIT_DROPPED = Counter(
+    "voxmesh_orchestrator_audit_dropped_total", "Audit events dropped because the buffer was full."
+)
+AUDIT_BACKLOG = Gauge("voxmesh_orchestrator_audit_backlog", "Audit events waiting to be written.")

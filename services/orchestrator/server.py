@@ -1,0 +1,36 @@
+"""The Orchestrator gRPC servicer: a thin adapter from the stream to a Session."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services.orchestrator.audit import AuditLog
+from services.orchestrator.downstream import Downstream
+from services.orchestrator.session import Session, SessionAbort
+from voxmesh.v1 import orchestrator_pb2 as pb
+from voxmesh.v1 import orchestrator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
+    """Runs each Session stream as an independent :class:`Session`."""
+
+    def __init__(self, downstream: Downstream, audit: AuditLog) -> None:
+        self.downstream = downstream
+        self.audit = audit
+
+    async def Session(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[pb.SessionRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SessionResponse]:
+        """Serve one session until the client ends it or it cannot go on."""
+        session = Session(self.downstream, self.audit)
+        try:
+            async for response in session.run(request_iterator):
+                yield response
+        except SessionAbort as abort:
+            log.warning("session aborted: %s %s", abort.code.name, abort.message)
+            await context.abort(abort.code, abort.message)

@@ -1,0 +1,519 @@
+"""One user session: the conversation loop between the client, STT, LLM and TTS.
+
+Three tasks feed one outbound queue: the client reader (audio, typed turns,
+interrupts, playback reports), the STT event reader and the LLM event reader;
+each turn adds a TTS reader. All of them run on the one event loop, so a flag
+set by one (``turn.cancelled``) is seen by the others before their next await:
+that is what guarantees no audio of an interrupted turn is sent afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from services.orchestrator import metrics
+from services.orchestrator.audit import AuditLog
+from services.orchestrator.downstream import Downstream, StreamWriter
+from services.orchestrator.heard import SpokenSegment
+from services.orchestrator.state import State, StateMachine
+from services.orchestrator.turn import Turn, now_ms
+from voxmesh.audio import SUPPORTED_SAMPLE_RATES
+from voxmesh.logs import session_id_var
+from voxmesh.telemetry import grpc_metadata_with_context
+from voxmesh.v1 import audio_pb2, dialogue_pb2, stt_pb2, tts_pb2
+from voxmesh.v1 import orchestrator_pb2 as pb
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("voxmesh.orchestrator")
+
+OUTPUT_SAMPLE_RATES = (16000, 24000, 48000)
+_END = object()  # closes the outbound queue
+
+
+class SessionAbort(Exception):
+    """Ends the session with a gRPC status (the client gets code and message)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _turn_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Session:
+    """Runs one Orchestrator.Session stream."""
+
+    def __init__(self, downstream: Downstream, audit: AuditLog) -> None:
+        self.down = downstream
+        self.audit = audit
+        self.session_id = ""
+        self.input_rate = 16000
+        self.output_rate = 24000
+        self.voice = ""
+        self.speed = 0.0
+        self.out: asyncio.Queue[Any] = asyncio.Queue()
+        self.state = StateMachine(self._on_state_change)
+        self.turn: Turn | None = None
+        self.next_turn_id = _turn_id()
+        self.pending_user_text: list[str] = []
+        self.speech_end_ms: float | None = None
+        self.final_at_ms: float | None = None
+        # (input audio ms received so far, monotonic ms) per chunk: maps STT offsets to wall time.
+        self.audio_ms_in = 0.0
+        self._arrival_audio_ms: list[float] = []
+        self._arrival_wall_ms: list[float] = []
+        self.stt: StreamWriter[stt_pb2.StreamingRecognizeRequest] | None = None
+        self.llm: StreamWriter[dialogue_pb2.ConverseRequest] | None = None
+        self.turns: dict[str, Turn] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def send(self, **event: Any) -> None:
+        """Queue one SessionResponse for the client."""
+        self.out.put_nowait(pb.SessionResponse(**event))
+
+    def record(self, type: str, turn_id: str = "", component: str = "orchestrator",
+               **data: Any) -> None:
+        """Append an event to this session's audit log (never blocks)."""
+        self.audit.emit(self.session_id, type, component=component, turn_id=turn_id, **data)
+
+    def error(self, code: str, message: str, turn_id: str = "") -> None:
+        """Tell the client about a non-fatal problem and keep it in the audit log."""
+        log.warning("%s: %s", code, message)
+        self.send(error=pb.SessionError(code=code, message=message))
+        self.record("error", turn_id, code=code, message=message)
+
+    def _on_state_change(self, old: State, new: State, turn_id: str) -> None:
+        self.send(state=pb.StateChanged(state=new.to_proto(), turn_id=turn_id))
+        self.record("state", turn_id, **{"from": old.value, "to": new.value})
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=f"{name}:{self.session_id}")
+        self.tasks.append(task)
+        return task
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, requests: AsyncIterator[pb.SessionRequest]) -> AsyncIterator[Any]:
+        """Serve the session; yields SessionResponse messages for the client.
+
+        Raises SessionAbort when the session cannot go on.
+        """
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("request") != "start":
+            raise SessionAbort(grpc.StatusCode.INVALID_ARGUMENT,
+                               "first request must carry start (SessionStart)")
+        await self._start(first.start)
+        metrics.ACTIVE_SESSIONS.inc()
+        try:
+            self._spawn(self._read_client(requests), "client")
+            self._spawn(self._read_stt(), "stt")
+            self._spawn(self._read_llm(), "llm")
+            while True:
+                item = await self.out.get()
+                if item is _END:
+                    break
+                if isinstance(item, SessionAbort):
+                    raise item
+                yield item
+        finally:
+            metrics.ACTIVE_SESSIONS.dec()
+            await self._close()
+
+    async def _start(self, start: pb.SessionStart) -> None:
+        self.session_id = start.session_id or uuid.uuid4().hex
+        session_id_var.set(self.session_id)
+        resumed = bool(start.session_id)
+        self.input_rate = start.input_sample_rate_hertz or 16000
+        self.output_rate = start.output_sample_rate_hertz or 24000
+        self.record("session.start", agent=start.agent, input_rate=self.input_rate,
+                    output_rate=self.output_rate, resumed=resumed)
+        if self.input_rate not in SUPPORTED_SAMPLE_RATES:
+            raise self._abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"start.input_sample_rate_hertz: unsupported rate {self.input_rate}"
+                              f" Hz (supported: {', '.join(map(str, SUPPORTED_SAMPLE_RATES))})")
+        if self.output_rate not in OUTPUT_SAMPLE_RATES:
+            raise self._abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"start.output_sample_rate_hertz: unsupported rate {self.output_rate}"
+                              f" Hz (supported: {', '.join(map(str, OUTPUT_SAMPLE_RATES))})")
+        metadata = grpc_metadata_with_context()
+        llm_call = self.down.llm.Converse(metadata=metadata)
+        self.llm = StreamWriter(llm_call)
+        await self.llm.write(dialogue_pb2.ConverseRequest(config=dialogue_pb2.DialogueConfig(
+            session_id=self.session_id, agent=start.agent, variables=dict(start.variables))))
+        try:
+            ready_msg = await llm_call.read()
+        except grpc.aio.AioRpcError as exc:
+            raise self._abort(exc.code(), f"dialogue service: {exc.details()}") from exc
+        if ready_msg is grpc.aio.EOF or ready_msg.WhichOneof("event") != "ready":
+            raise self._abort(grpc.StatusCode.INTERNAL, "dialogue service did not confirm the agent")
+        ready = ready_msg.ready
+        self.voice, self.speed = ready.voice, ready.speed
+        stt_call = self.down.stt.StreamingRecognize(metadata=metadata)
+        self.stt = StreamWriter(stt_call)
+        await self.stt.write(stt_pb2.StreamingRecognizeRequest(config=stt_pb2.RecognitionConfig(
+            audio_format=audio_pb2.AudioFormat(
+                encoding=audio_pb2.AUDIO_ENCODING_LINEAR16,
+                sample_rate_hertz=self.input_rate, channel_count=1),
+            language_code="en", enable_partial_results=True, session_id=self.session_id)))
+        self.send(started=pb.SessionStarted(session_id=self.session_id, agent=ready.agent,
+                                            is_resumed=resumed))
+        self.record("session.started", agent=ready.agent, voice=ready.voice, model=ready.model)
+        self.state.to(State.LISTENING)
+
+    def _abort(self, code: grpc.StatusCode, message: str) -> SessionAbort:
+        self.record("session.aborted", code=code.name, message=message)
+        return SessionAbort(code, message)
+
+    async def _close(self) -> None:
+        if self.turn is not None and not self.turn.finished:
+            await self._interrupt(self.turn, reason="session_end")
+        for writer in (self.stt, self.llm):
+            if writer is not None:
+                await writer.done_writing()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for writer in (self.stt, self.llm):
+            if writer is not None:
+                writer.call.cancel()
+        if self.state.state is not State.IDLE:
+            self.state.to(State.IDLE)
+        self.record("session.end")
+
+    def _fatal(self, code: grpc.StatusCode, message: str) -> None:
+        self.out.put_nowait(self._abort(code, message))
+
+    # -- client ----------------------------------------------------------------------------
+
+    async def _read_client(self, requests: AsyncIterator[pb.SessionRequest]) -> None:
+        try:
+            async for request in requests:
+                kind = request.WhichOneof("request")
+                if kind == "audio":
+                    await self._on_audio(request.audio)
+                    continue
+                self.record(f"client.{kind}", component="client",
+                            **_client_fields(request, kind))
+                if kind == "input_text":
+                    await self._on_user_text(request.input_text.text.strip(), None, 0.0)
+                elif kind == "interrupt":
+                    if self.turn is not None and not self.turn.finished:
+                        await self._interrupt(self.turn, reason="client")
+                elif kind == "playback":
+                    self._on_playback(request.playback)
+                elif kind == "end":
+                    break
+                elif kind == "start":
+                    self.error("invalid_argument", "session already started: start sent twice")
+        except grpc.aio.AioRpcError:
+            pass  # the client went away; the finally below ends the session
+        finally:
+            self.out.put_nowait(_END)
+
+    async def _on_audio(self, audio: bytes) -> None:
+        if len(audio) % 2:
+            self.error("invalid_audio", f"audio: {len(audio)} bytes is not whole PCM16 samples")
+            return
+        self.audio_ms_in += len(audio) / 2 * 1000.0 / self.input_rate
+        self._arrival_audio_ms.append(self.audio_ms_in)
+        self._arrival_wall_ms.append(now_ms())
+        if len(self._arrival_audio_ms) > 6000:  # keep about two minutes of 20 ms frames
+            del self._arrival_audio_ms[:3000], self._arrival_wall_ms[:3000]
+        assert self.stt is not None
+        await self.stt.write(stt_pb2.StreamingRecognizeRequest(audio=audio))
+
+    def _wall_ms_at(self, audio_offset_ms: float) -> float:
+        """When the audio at ``audio_offset_ms`` of the input reached us."""
+        i = bisect.bisect_left(self._arrival_audio_ms, audio_offset_ms)
+        if i >= len(self._arrival_wall_ms):
+            return now_ms()
+        return self._arrival_wall_ms[i]
+
+    def _on_playback(self, report: pb.PlaybackReport) -> None:
+        turn = self.turns.get(report.turn_id)
+        if turn is None:
+            return
+        turn.played_ms = max(turn.played_ms or 0, report.played_ms)
+        turn.playback_done = turn.playback_done or report.is_done
+
+    # -- speech recognition ----------------------------------------------------------------
+
+    async def _read_stt(self) -> None:
+        assert self.stt is not None
+        try:
+            async for event in self.stt.call:
+                await self._on_stt_event(event)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            metrics.DOWNSTREAM_ERRORS.labels("stt").inc()
+            self._fatal(exc.code(), f"speech recognition failed: {exc.details()}")
+
+    async def _on_stt_event(self, event: stt_pb2.StreamingRecognizeResponse) -> None:
+        kind = event.WhichOneof("event")
+        if kind == "speech_started":
+            self.send(voice_activity=pb.VoiceActivity(
+                is_speaking=True, offset_ms=event.speech_started.offset_ms))
+            self.record("speech_started", self.next_turn_id, component="stt",
+                        offset_ms=event.speech_started.offset_ms)
+            if self.turn is not None and not self.turn.finished:
+                await self._interrupt(self.turn, reason="barge_in")
+        elif kind == "speech_stopped":
+            offset = event.speech_stopped.offset_ms
+            self.speech_end_ms = self._wall_ms_at(offset)
+            self.send(voice_activity=pb.VoiceActivity(is_speaking=False, offset_ms=offset))
+            self.record("speech_stopped", self.next_turn_id, component="stt", offset_ms=offset)
+        elif kind in ("partial", "final"):
+            transcript = getattr(event, kind)
+            is_final = kind == "final"
+            if is_final:
+                self.pending_user_text.append(transcript.text.strip())
+                self.final_at_ms = now_ms()
+            self.send(transcript=pb.TranscriptEvent(
+                role=pb.ROLE_USER, text=transcript.text, is_final=is_final,
+                turn_id=self.next_turn_id))
+            self.record(f"transcript.{kind}", self.next_turn_id, component="stt",
+                        text=transcript.text, start_ms=transcript.start_offset_ms,
+                        end_ms=transcript.end_offset_ms, decode_ms=transcript.decode_ms)
+        elif kind == "end_of_turn":
+            text = " ".join(t for t in self.pending_user_text if t)
+            self.pending_user_text.clear()
+            speech_end = self.speech_end_ms
+            stt_ms = (self.final_at_ms - speech_end) if (speech_end and self.final_at_ms) else 0.0
+            self.record("end_of_turn", self.next_turn_id, component="stt",
+                        offset_ms=event.end_of_turn.offset_ms)
+            if text:
+                await self._on_user_text(text, speech_end, stt_ms)
+
+    # -- turns -----------------------------------------------------------------------------
+
+    async def _on_user_text(self, text: str, speech_end_ms: float | None, stt_ms: float) -> None:
+        if not text:
+            self.error("invalid_argument", "input_text.text is empty")
+            return
+        if self.turn is not None and not self.turn.finished:
+            await self._interrupt(self.turn, reason="new_turn")
+        turn_id, self.next_turn_id = self.next_turn_id, _turn_id()
+        span = tracer.start_span("turn", context=otel_context.Context(),
+                                 attributes={"voxmesh.session_id": self.session_id,
+                                             "voxmesh.turn_id": turn_id})
+        turn = Turn(turn_id, text, self.output_rate, span, speech_end_ms=speech_end_ms,
+                    stt_ms=stt_ms)
+        if speech_end_ms is not None:
+            # The STT stage: end of speech to final transcript, placed on the turn's trace.
+            end_ns = time.time_ns()
+            stt_span = tracer.start_span(
+                "stt", context=trace.set_span_in_context(span),
+                start_time=end_ns - int(stt_ms * 1e6))
+            stt_span.set_attribute("voxmesh.stt_ms", stt_ms)
+            stt_span.end(end_time=end_ns)
+        self.turn = turn
+        self.turns[turn_id] = turn
+        if len(self.turns) > 32:  # playback reports only matter for recent turns
+            self.turns.pop(next(iter(self.turns)))
+        if speech_end_ms is None:
+            self.send(transcript=pb.TranscriptEvent(role=pb.ROLE_USER, text=text, is_final=True,
+                                                    turn_id=turn_id))
+        self.record("turn.start", turn_id, text=text, typed=speech_end_ms is None)
+        self.state.to(State.THINKING, turn_id)
+        turn_ctx = trace.set_span_in_context(span)
+        token = otel_context.attach(turn_ctx)
+        try:
+            turn.llm_span = tracer.start_span("llm", context=turn_ctx)
+            with trace.use_span(turn.llm_span, end_on_exit=False):
+                carrier = dict(grpc_metadata_with_context())
+            turn.tts_span = tracer.start_span("tts", context=turn_ctx)
+            with trace.use_span(turn.tts_span, end_on_exit=False):
+                tts_metadata = grpc_metadata_with_context()
+        finally:
+            otel_context.detach(token)
+        assert self.llm is not None
+        await self.llm.write(dialogue_pb2.ConverseRequest(user_turn=dialogue_pb2.UserTurn(
+            turn_id=turn_id, text=text, trace_context=carrier)))
+        turn.llm_sent_ms = now_ms()
+        if turn.cancelled:  # barged in while the turn was being sent
+            return
+        # Open the TTS stream now so the first text delta goes straight to synthesis.
+        tts_call = self.down.tts.StreamingSynthesize(metadata=tts_metadata)
+        turn.tts = StreamWriter(tts_call)
+        await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig(
+            voice=self.voice, speed=self.speed, sample_rate_hertz=self.output_rate,
+            session_id=self.session_id)))
+        turn.tts_task = self._spawn(self._read_tts(turn), "tts")
+
+    async def _interrupt(self, turn: Turn, reason: str) -> None:
+        """Stop a reply now: no further audio, cancel LLM and TTS, keep only what was heard."""
+        if turn.finished:
+            return
+        turn.cancelled = turn.finished = True
+        self.send(playback_stop=pb.PlaybackStop(turn_id=turn.turn_id))
+        if self.state.state in (State.THINKING, State.SPEAKING):
+            self.state.to(State.INTERRUPTED, turn.turn_id)
+        metrics.INTERRUPTIONS.inc()
+        if turn.tts is not None:
+            await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(cancel=tts_pb2.Cancel()))
+            turn.tts.call.cancel()
+        assert self.llm is not None
+        if not turn.llm_done:
+            await self.llm.write(dialogue_pb2.ConverseRequest(
+                cancel=dialogue_pb2.CancelTurn(turn_id=turn.turn_id)))
+        heard = turn.heard()
+        await self.llm.write(dialogue_pb2.ConverseRequest(heard=dialogue_pb2.HeardReport(
+            turn_id=turn.turn_id, heard_text=heard, is_complete=False)))
+        self.record("turn.interrupted", turn.turn_id, reason=reason, heard_text=heard,
+                    generated_text=turn.reply_text, played_ms=turn.played_ms,
+                    sent_ms=turn.samples_sent * 1000 // self.output_rate)
+        self._end_turn(turn, "interrupted", heard)
+
+    def _end_turn(self, turn: Turn, status: str, assistant_text: str) -> None:
+        turn.finished = True
+        self.send(response_done=pb.ResponseDone(turn_id=turn.turn_id, status=status))
+        if assistant_text:
+            self.send(transcript=pb.TranscriptEvent(role=pb.ROLE_ASSISTANT, text=assistant_text,
+                                                    is_final=True, turn_id=turn.turn_id))
+        self.record("response.done", turn.turn_id, status=status, text=turn.reply_text,
+                    audio_ms=turn.samples_sent * 1000 // self.output_rate)
+        metrics.TURNS.labels(status).inc()
+        for span in (turn.llm_span, turn.tts_span, turn.span):
+            if span is not None and span.is_recording():
+                span.set_attribute("voxmesh.status", status)
+                span.end()
+        if self.state.state is not State.IDLE:
+            self.state.to(State.LISTENING, turn.turn_id)
+
+    # -- dialogue --------------------------------------------------------------------------
+
+    async def _read_llm(self) -> None:
+        assert self.llm is not None
+        try:
+            async for event in self.llm.call:
+                await self._on_llm_event(event)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            metrics.DOWNSTREAM_ERRORS.labels("llm").inc()
+            self._fatal(exc.code(), f"dialogue service failed: {exc.details()}")
+
+    async def _on_llm_event(self, event: dialogue_pb2.ConverseResponse) -> None:
+        kind = event.WhichOneof("event")
+        if kind == "delta":
+            turn = self.turns.get(event.delta.turn_id)
+            if turn is None or turn.finished or not event.delta.delta:
+                return
+            if turn.first_delta_ms is None:
+                turn.first_delta_ms = now_ms()
+            turn.reply_parts.append(event.delta.delta)
+            self.send(response_text=pb.ResponseText(turn_id=turn.turn_id, delta=event.delta.delta))
+            assert turn.tts is not None
+            await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(text=event.delta.delta))
+        elif kind == "tool":
+            tool = event.tool
+            self.record("tool", tool.turn_id, component="llm", call_id=tool.call_id,
+                        name=tool.name, arguments=tool.arguments_json,
+                        phase=dialogue_pb2.ToolPhase.Name(tool.phase), result=tool.result_json)
+        elif kind == "done":
+            done = event.done
+            turn = self.turns.get(done.turn_id)
+            status = dialogue_pb2.TurnStatus.Name(done.status)
+            self.record("llm.done", done.turn_id, component="llm", status=status, text=done.text,
+                        first_token_ms=done.first_token_ms, error=done.error_message)
+            if turn is None:
+                return
+            turn.llm_done = True
+            if turn.llm_span is not None:
+                turn.llm_span.set_attribute("voxmesh.first_token_ms", done.first_token_ms)
+                turn.llm_span.end()
+            if turn.finished:
+                return
+            if turn.tts_failed:
+                self._end_turn(turn, "failed", turn.reply_text)
+                return
+            if done.status == dialogue_pb2.TURN_STATUS_FAILED:
+                metrics.DOWNSTREAM_ERRORS.labels("llm").inc()
+                self.error("llm_failed", done.error_message or "the reply failed", done.turn_id)
+            assert turn.tts is not None
+            await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(
+                end_of_input=audio_pb2.EndOfInput()))
+
+    # -- speech synthesis ------------------------------------------------------------------
+
+    async def _read_tts(self, turn: Turn) -> None:
+        assert turn.tts is not None
+        engine = ""
+        try:
+            async for event in turn.tts.call:
+                if turn.cancelled:
+                    return
+                kind = event.WhichOneof("event")
+                if kind == "segment":
+                    seg = event.segment
+                    turn.segments.append(SpokenSegment(seg.text, seg.sample_offset,
+                                                       seg.sample_count))
+                    self.record("tts.segment", turn.turn_id, component="tts", text=seg.text,
+                                synthesis_ms=seg.synthesis_ms, samples=seg.sample_count)
+                elif kind == "audio":
+                    if turn.first_audio_ms is None:
+                        self._on_first_audio(turn)
+                    turn.samples_sent += len(event.audio.audio) // 2
+                    self.send(audio=pb.ResponseAudio(turn_id=turn.turn_id,
+                                                     audio=event.audio.audio))
+                elif kind == "done":
+                    engine = event.done.engine
+                    break
+        except grpc.aio.AioRpcError as exc:
+            if turn.cancelled or exc.code() == grpc.StatusCode.CANCELLED:
+                return
+            metrics.DOWNSTREAM_ERRORS.labels("tts").inc()
+            self.error("tts_failed", f"speech synthesis failed: {exc.details()}", turn.turn_id)
+            # The text reply still reaches the client; the turn ends when the LLM is done.
+            turn.tts_failed = True
+            if turn.llm_done:
+                self._end_turn(turn, "failed", turn.reply_text)
+            return
+        if turn.cancelled or turn.finished:
+            return
+        if turn.tts_span is not None:
+            turn.tts_span.set_attribute("voxmesh.engine", engine)
+        status = "completed" if turn.samples_sent and turn.reply_text else "failed"
+        self._end_turn(turn, status, turn.reply_text)
+
+    def _on_first_audio(self, turn: Turn) -> None:
+        turn.first_audio_ms = now_ms()
+        first_delta = turn.first_delta_ms or turn.first_audio_ms
+        stt_ms, llm_ms = turn.stt_ms, first_delta - turn.llm_sent_ms
+        tts_ms = turn.first_audio_ms - first_delta
+        total_ms = turn.first_audio_ms - turn.origin_ms
+        self.state.to(State.SPEAKING, turn.turn_id)
+        self.send(latency=pb.LatencyReport(
+            turn_id=turn.turn_id, stt_ms=round(stt_ms), llm_ms=round(llm_ms),
+            tts_ms=round(tts_ms), total_ms=round(total_ms)))
+        self.record("latency", turn.turn_id, stt_ms=round(stt_ms, 1), llm_ms=round(llm_ms, 1),
+                    tts_ms=round(tts_ms, 1), total_ms=round(total_ms, 1))
+        for stage, ms in (("stt", stt_ms), ("llm", llm_ms), ("tts", tts_ms), ("total", total_ms)):
+            if stage != "stt" or turn.speech_end_ms is not None:
+                metrics.STAGE_LATENCY.labels(stage).observe(ms / 1000.0)
+
+
+def _client_fields(request: pb.SessionRequest, kind: str | None) -> dict[str, Any]:
+    """Audit fields of a client event (audio is never logged)."""
+    if kind == "input_text":
+        return {"text": request.input_text.text}
+    if kind == "playback":
+        p = request.playback
+        return {"played_ms": p.played_ms, "done": p.is_done, "for_turn": p.turn_id}
+    return {}

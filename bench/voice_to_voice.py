@@ -116,7 +116,7 @@ def main() -> int:
     columns = ["client_ms", "stt_ms", "llm_ms", "tts_ms", "server_total_ms"]
     lines = [
         f"voice-to-voice latency, {opts.turns} turns, LLM first token "
-        f"{'%.0f ms (scripted)' % opts.first_token_ms if fake else base_url}, "
+        f"{f'{opts.first_token_ms:.0f} ms (scripted)' if fake else base_url}, "
         f"{platform.machine()} {platform.node()}",
         "",
         f"| {'stage':<16} | {'p50 ms':>8} | {'p95 ms':>8} | {'min ms':>8} | {'max ms':>8} |",

@@ -282,7 +282,8 @@ async def test_dead_tts_gives_a_precise_error_and_the_session_goes_on(
         await call.done_writing()
     errors = [e.error for e in events if e.WhichOneof("event") == "error"]
     dones = [e.response_done for e in events if e.WhichOneof("event") == "response_done"]
-    texts = "".join(e.response_text.delta for e in events if e.WhichOneof("event") == "response_text")
+    texts = "".join(e.response_text.delta for e in events
+                    if e.WhichOneof("event") == "response_text")
     assert len(errors) == 2 and all(e.code == "tts_failed" for e in errors)
     assert "synthesis" in errors[0].message
     assert [d.status for d in dones] == ["failed", "failed"]

@@ -13,7 +13,7 @@ from services.orchestrator.state import TRANSITIONS, IllegalTransition, State, S
 def test_every_pair_of_states_is_either_allowed_or_rejected() -> None:
     for old, new in itertools.product(State, State):
         changes: list[tuple[State, State, str]] = []
-        machine = StateMachine(lambda a, b, t: changes.append((a, b, t)))
+        machine = StateMachine(lambda a, b, t, log=changes: log.append((a, b, t)))
         machine.state = old
         if new in TRANSITIONS[old]:
             machine.to(new, "turn-1")

@@ -7,9 +7,7 @@ stack's: everything on loopback, models from installed packages.
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Well-known local ports; each gRPC service's Prometheus port is 9100 + (port - 50050).
@@ -19,6 +17,10 @@ LLM_PORT = 50052
 TTS_PORT = 50053
 GATEWAY_PORT = 8080
 METRICS_BASE_PORT = 9100
+
+
+#: Text-to-speech engines ``VOXMESH_TTS_ENGINES`` may name.
+TTS_ENGINES: tuple[str, ...] = ("hibari", "kokoro-onnx", "kokoro")
 
 
 def metrics_port_for(grpc_port: int) -> int:
@@ -60,7 +62,9 @@ class SttSettings(GrpcServiceSettings):
     model_config = SettingsConfigDict(env_prefix="VOXMESH_STT_", extra="ignore")
 
     port: int = STT_PORT
-    model: str = Field("", description="faster-whisper model name or path; empty = bundled tiny.en.")
+    model: str = Field(
+        "", description="faster-whisper model name or path; empty = bundled tiny.en."
+    )
     device: str = Field("cpu", description="cpu, cuda or auto.")
     compute_type: str = Field("int8", description="CTranslate2 compute type.")
     cpu_threads: int = Field(0, description="Threads per decode; 0 lets CTranslate2 choose.")
@@ -72,6 +76,10 @@ class SttSettings(GrpcServiceSettings):
     vad_stop_ms: int = Field(500, description="Silence that ends an utterance.")
     vad_min_speech_ms: int = Field(200, description="Shorter utterances are dropped.")
     partial_interval_ms: int = Field(400, description="How often partials are re-decoded.")
+    final_pad_ms: int = Field(200, description="Trailing silence decoded with each final.")
+    speculative_final: bool = Field(
+        True, description="Start the final decode after final_pad_ms of silence, before stop_ms."
+    )
 
 
 class TtsSettings(GrpcServiceSettings):
@@ -80,14 +88,38 @@ class TtsSettings(GrpcServiceSettings):
     model_config = SettingsConfigDict(env_prefix="VOXMESH_TTS_", extra="ignore")
 
     port: int = TTS_PORT
-    engine: Literal["hibari", "kokoro-onnx", "kokoro"] = Field(
-        "hibari", description="hibari (Kokoro-distilled English), kokoro-onnx or kokoro (PyTorch)."
+    engines: str = Field(
+        "hibari,kokoro-onnx",
+        description="Comma list of engines to load (hibari, kokoro-onnx, kokoro); "
+        "the first one's default voice is the server default.",
     )
-    voice: str = Field("", description="Default voice id; empty = the engine's default.")
+    default_voice: str = Field("", description="Default voice id; empty = the first engine's.")
     kokoro_model_path: str = Field("", description="Kokoro ONNX model; empty = bundled int8.")
-    kokoro_voices_path: str = Field("", description="Kokoro voices .bin; empty = bundled.")
+    kokoro_voices_path: str = Field("", description="Kokoro voices .bin/.npz; empty = bundled.")
     kokoro_weights_path: str = Field("", description="Directory of kokoro PyTorch weights.")
-    chunk_ms: int = Field(20, description="Default audio chunk duration.")
+    cpu_threads: int = Field(0, ge=0, description="Kokoro ONNX threads; 0 = onnxruntime's choice.")
+    chunk_ms: int = Field(20, ge=10, le=1000, description="Default audio chunk duration.")
+
+    @field_validator("engines")
+    @classmethod
+    def _known_engines(cls, value: str) -> str:
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if not names:
+            raise ValueError("VOXMESH_TTS_ENGINES: name at least one engine")
+        unknown = [n for n in names if n not in TTS_ENGINES]
+        if unknown:
+            raise ValueError(
+                f"VOXMESH_TTS_ENGINES: unknown engine {unknown[0]!r} "
+                f"(known: {', '.join(TTS_ENGINES)})"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError("VOXMESH_TTS_ENGINES: an engine is listed twice")
+        return ",".join(names)
+
+    @property
+    def engine_names(self) -> list[str]:
+        """The engines to load, in order."""
+        return self.engines.split(",")
 
 
 class LlmSettings(GrpcServiceSettings):
@@ -102,6 +134,15 @@ class LlmSettings(GrpcServiceSettings):
     max_tokens: int = Field(160, description="Cap on reply length; voice replies are short.")
     temperature: float = Field(0.3)
     timeout_seconds: float = Field(30.0, description="Upstream request timeout.")
+    max_retries: int = Field(
+        2, ge=0, description="Retries of upstream connection errors, before any token."
+    )
+    startup_wait_seconds: float = Field(
+        60.0, description="How long start-up waits for the endpoint to answer GET /models."
+    )
+    warm_up: bool = Field(
+        True, description="Send the default agent's prompt once at start-up (prefix caching)."
+    )
     agents_dir: str = Field("", description="Directory of agent YAML files; empty = ./agents.")
     default_agent: str = Field("assistant")
     history_turns: int = Field(20, description="User+assistant turns kept in the prompt.")

@@ -96,14 +96,18 @@ class AuditLog:
                 continue
             backoff = 0.1
             metrics.AUDIT_EVENTS.inc(len(self._pending))
+            for _ in self._pending:
+                self._queue.task_done()
             self._pending.clear()
             metrics.AUDIT_BACKLOG.set(self._queue.qsize())
 
     async def close(self, timeout_s: float = 3.0) -> None:
         """Flush what is queued (up to ``timeout_s``), then stop the writer."""
-        deadline = time.monotonic() + timeout_s
-        while (self._pending or not self._queue.empty()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        if self._writer is not None:
+            try:
+                await asyncio.wait_for(self._queue.join(), timeout_s)
+            except TimeoutError:
+                log.warning("audit log closed with %d events unwritten", self._queue.qsize())
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)

@@ -160,7 +160,8 @@ class Session:
         except grpc.aio.AioRpcError as exc:
             raise self._abort(exc.code(), f"dialogue service: {exc.details()}") from exc
         if ready_msg is grpc.aio.EOF or ready_msg.WhichOneof("event") != "ready":
-            raise self._abort(grpc.StatusCode.INTERNAL, "dialogue service did not confirm the agent")
+            raise self._abort(grpc.StatusCode.INTERNAL,
+                              "dialogue service did not confirm the agent")
         ready = ready_msg.ready
         self.voice, self.speed = ready.voice, ready.speed
         stt_call = self.down.stt.StreamingRecognize(metadata=metadata)

@@ -1,0 +1,32 @@
+"""Prometheus collectors of the dialogue service (bounded labels only)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+FIRST_TOKEN = Histogram(
+    "voxmesh_llm_first_token_seconds",
+    "Time from a user turn's arrival to the first non-empty text delta.",
+    buckets=_LATENCY_BUCKETS,
+)
+TURN = Histogram(
+    "voxmesh_llm_turn_seconds",
+    "Time from a user turn's arrival to the end of its reply, however it ended.",
+    buckets=_LATENCY_BUCKETS,
+)
+TURNS = Counter(
+    "voxmesh_llm_turns_total",
+    "User turns answered, by how they ended (completed, cancelled, failed).",
+    ["status"],
+)
+UPSTREAM_ERRORS = Counter(
+    "voxmesh_llm_upstream_errors_total",
+    "Failed upstream requests, by kind (timeout, rate_limited, status, unavailable, api).",
+    ["kind"],
+)
+ACTIVE_SESSIONS = Gauge(
+    "voxmesh_llm_active_sessions",
+    "Converse streams open now.",
+)

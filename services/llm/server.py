@@ -1,0 +1,138 @@
+"""The voxmesh.v1.Dialogue servicer: a thin gRPC adapter over :class:`DialogueSession`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+
+from services.llm import metrics
+from services.llm.agents import AgentConfig, default_agents_dir, load_agents
+from services.llm.session import DialogueSession, SessionError
+from services.llm.upstream import Upstream, UpstreamError
+from voxmesh.config import LlmSettings
+from voxmesh.logs import session_id_var
+from voxmesh.telemetry import context_from_grpc_metadata
+from voxmesh.v1 import dialogue_pb2 as pb
+from voxmesh.v1 import dialogue_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_End = None
+"""Marks the end of a session's outgoing events."""
+
+Outgoing = pb.ConverseResponse | SessionError | None
+
+
+class DialogueService(dialogue_pb2_grpc.DialogueServicer):
+    """Holds the agents and the upstream client; one :class:`DialogueSession` per stream."""
+
+    def __init__(self, settings: LlmSettings) -> None:
+        """Configure; :meth:`load` reads the agents and checks the upstream."""
+        self.settings = settings
+        self.agents: dict[str, AgentConfig] = {}
+        self.upstream: Upstream | None = None
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        """Add this servicer to ``server``; returns the full service name."""
+        dialogue_pb2_grpc.add_DialogueServicer_to_server(self, server)
+        return [pb.DESCRIPTOR.services_by_name["Dialogue"].full_name]
+
+    async def load(self) -> None:
+        """Load the agents and wait until the upstream answers ``GET /models``.
+
+        Raises:
+            RuntimeError: no endpoint configured, or it never answered.
+            AgentError: an agent file is invalid (the message names file and field).
+        """
+        if not self.settings.base_url:
+            raise RuntimeError(
+                "VOXMESH_LLM_BASE_URL is not set: point it at an OpenAI-compatible endpoint "
+                "(e.g. http://127.0.0.1:8081/v1), or start the stack with `voxmesh up`, "
+                "which runs the embedded llama.cpp server"
+            )
+        directory = Path(self.settings.agents_dir) if self.settings.agents_dir else (
+            default_agents_dir())
+        agents = await asyncio.to_thread(load_agents, directory)
+        if self.settings.default_agent not in agents:
+            raise RuntimeError(
+                f"VOXMESH_LLM_DEFAULT_AGENT: agent {self.settings.default_agent!r} is not in "
+                f"{directory} (known: {', '.join(sorted(agents))})"
+            )
+        upstream = Upstream(self.settings)
+        models = await upstream.wait_until_ready()
+        if models and self.settings.model not in models:
+            log.warning("the endpoint does not list the configured model",
+                        extra={"model": self.settings.model, "listed": models})
+        if self.settings.warm_up:
+            try:
+                seconds = await upstream.warm_up(agents[self.settings.default_agent].prompt({}))
+                log.info("warmed up", extra={"seconds": round(seconds, 3)})
+            except UpstreamError as exc:  # the first turn will be slower, nothing worse
+                log.warning("warm-up failed", extra={"error": exc.message})
+        self.agents, self.upstream = agents, upstream
+        log.info("ready", extra={"agents": sorted(agents), "base_url": self.settings.base_url,
+                                 "model": self.settings.model})
+
+    async def Converse(  # noqa: N802 - gRPC method name
+        self,
+        request_iterator: AsyncIterator[pb.ConverseRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ConverseResponse]:
+        """Run one conversation: config first, then turns, cancels and heard reports."""
+        if self.upstream is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "dialogue service is still loading")
+        assert self.upstream is not None
+        requests = aiter(request_iterator)  # one iterator: the reader goes on from here
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("request") != "config":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "config: the first ConverseRequest must carry config")
+        assert first is not None
+        config = first.config
+        session_id_var.set(config.session_id)
+        name = config.agent or self.settings.default_agent
+        agent = self.agents.get(name)
+        if agent is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"unknown agent {name!r} (known: {', '.join(sorted(self.agents))})")
+        assert agent is not None
+
+        out: asyncio.Queue[Outgoing] = asyncio.Queue()
+        session = DialogueSession(
+            agent, dict(config.variables), self.upstream, self.settings.history_turns,
+            out.put_nowait, context_from_grpc_metadata(context.invocation_metadata()))
+        log.info("conversation started", extra={"agent": agent.name})
+        metrics.ACTIVE_SESSIONS.inc()
+        reader = asyncio.create_task(self._read(requests, session, out))
+        try:
+            yield session.ready()
+            while (item := await out.get()) is not _End:
+                if isinstance(item, SessionError):
+                    await context.abort(item.code, item.message)
+                assert isinstance(item, pb.ConverseResponse)
+                yield item
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
+            await session.close()
+            metrics.ACTIVE_SESSIONS.dec()
+            log.info("conversation ended")
+
+    @staticmethod
+    async def _read(requests: AsyncIterator[pb.ConverseRequest], session: DialogueSession,
+                    out: asyncio.Queue[Outgoing]) -> None:
+        """Feed requests to the session in order; at half-close, let the last reply finish."""
+        try:
+            async for request in requests:
+                await session.handle(request)
+            await session.finish()
+            out.put_nowait(_End)
+        except SessionError as exc:
+            out.put_nowait(exc)
+        except Exception as exc:  # the request stream broke, or a bug: end this stream only
+            log.warning("reading requests failed", exc_info=True)
+            out.put_nowait(SessionError(grpc.StatusCode.INTERNAL, f"internal error: {exc}"))

@@ -1,0 +1,1 @@
+"""Speech-to-text service (voxmesh.v1.SpeechToText): faster-whisper behind Silero VAD."""

@@ -102,9 +102,18 @@ class Session:
         self.record("state", turn_id, **{"from": old.value, "to": new.value})
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=f"{name}:{self.session_id}")
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._on_task_done)
         self.tasks.append(task)
         return task
+
+    def _on_task_done(self, task: asyncio.Task[None]) -> None:
+        # A bug in one pump must end this session with a clear status, not hang it.
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        log.error("session task %s failed", task.get_name(), exc_info=exc)
+        self._fatal(grpc.StatusCode.INTERNAL, f"internal error in {task.get_name()}: {exc!r}")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -402,7 +411,9 @@ class Session:
     async def _read_llm(self) -> None:
         assert self.llm is not None
         try:
-            async for event in self.llm.call:
+            # read() rather than async-for: _start already read `ready` from this call,
+            # and grpc.aio does not allow mixing the two.
+            while (event := await self.llm.call.read()) is not grpc.aio.EOF:
                 await self._on_llm_event(event)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED:

@@ -1,0 +1,31 @@
+"""Prometheus collectors of the text-to-speech service (bounded labels only)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ACTIVE_STREAMS = Gauge("voxmesh_tts_active_streams", "StreamingSynthesize calls in progress.")
+SYNTHESIS_SECONDS = Histogram(
+    "voxmesh_tts_synthesis_seconds",
+    "Wall time an engine took to synthesise one segment.",
+    ["engine"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+)
+FIRST_AUDIO_SECONDS = Histogram(
+    "voxmesh_tts_first_audio_seconds",
+    "From the first text received on a stream to its first audio chunk sent.",
+    ["engine"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0),
+)
+REAL_TIME_FACTOR = Histogram(
+    "voxmesh_tts_real_time_factor",
+    "Synthesis time divided by the duration of the audio synthesised, per segment.",
+    ["engine"],
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0),
+)
+CANCELLED = Counter("voxmesh_tts_cancelled_total", "Streams stopped by a Cancel request.")
+REJECTED = Counter(
+    "voxmesh_tts_rejected_total",
+    "Requests refused, by gRPC status.",
+    ["reason"],
+)

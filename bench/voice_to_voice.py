@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.fake_openai import FakeOpenAI  # noqa: E402
@@ -46,6 +48,12 @@ REPLY = "Sure. Our service department opens at eight in the morning on Saturday.
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def last_voiced_byte(pcm: bytes, threshold: float = 0.01) -> int:
+    """Byte offset of the last sample louder than ``threshold`` (about -40 dBFS)."""
+    samples = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0)
+    return int(np.nonzero(samples > threshold)[0][-1]) * 2
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list."""
     ordered = sorted(values)
@@ -57,8 +65,8 @@ async def one_turn(url: str, pcm: bytes) -> dict[str, float]:
     """Speak once; return client voice-to-voice ms and the server's latency breakdown."""
     async with RealtimeClient(url) as client:
         await client.start()
-        # espeak's clip ends with 1.2 s of silence; the last *speech* frame is before it.
-        speech_end = await client.stream_audio(pcm[: len(pcm) - 2 * 16000 * 12 // 10])
+        sent_at = await client.stream_audio(pcm[: last_voiced_byte(pcm) + 2])
+        speech_end = sent_at[-1]  # when the frame holding the last voiced sample went out
         silence = bytes(640)
         while not client.received.audio:
             assert client.ws is not None

@@ -118,7 +118,7 @@ async def test_spoken_question_gets_a_spoken_answer(stack: Stack, traces_dir: Pa
         started = await client.start()
         assert started["type"] == "session.started", started
         session_id = started["session_id"]
-        last_frame_at = await client.stream_audio(question)
+        last_frame_at = (await client.stream_audio(question))[-1]
         async with open_mic(client):
             done = await client.wait_for(lambda e: e["type"] == "response.done", 60)
     received = client.received

@@ -81,18 +81,22 @@ class RealtimeClient:
         return await self.wait_for(lambda e: e["type"] in ("session.started", "error"), timeout_s)
 
     async def stream_audio(self, pcm: bytes, sample_rate: int = 16000,
-                           realtime: bool = True) -> float:
-        """Send PCM16 mono in 20 ms frames, paced like a microphone; returns when the last
-        frame was sent (perf_counter seconds)."""
+                           realtime: bool = True) -> list[float]:
+        """Send PCM16 mono in 20 ms frames, paced like a microphone.
+
+        Returns when each frame was sent (perf_counter seconds), one entry per frame.
+        """
         assert self.ws is not None
         frame_bytes = sample_rate * FRAME_MS // 1000 * 2
+        sent_at: list[float] = []
         start = time.perf_counter()
         for i in range(0, len(pcm), frame_bytes):
             await self.ws.send(pcm[i : i + frame_bytes])
+            sent_at.append(time.perf_counter())
             if realtime:
-                due = start + (i // frame_bytes + 1) * FRAME_MS / 1000
+                due = start + len(sent_at) * FRAME_MS / 1000
                 await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        return time.perf_counter()
+        return sent_at
 
     async def wait_for(self, predicate: Callable[[dict[str, Any]], bool],
                        timeout_s: float = 30.0, after: int = 0) -> dict[str, Any]:

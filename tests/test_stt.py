@@ -253,7 +253,8 @@ async def test_cancelled_stream_frees_its_slot(stt: Stack) -> None:
 
 async def test_full_queue_is_resource_exhausted(stack_factory: StackFactory) -> None:
     """With no room to queue, concurrent decodes beyond the running one are refused."""
-    stack = stack_factory(services=("stt",), extra_env={"VOXMESH_STT_MAX_QUEUED_DECODES": "0"})
+    stack = stack_factory(services=("stt",), extra_env={"VOXMESH_STT_MAX_QUEUED_DECODES": "0",
+                                                        "VOXMESH_STT_MAX_BATCH_SIZE": "1"})
     request = stt_pb2.RecognizeRequest(config=config_request(16000).config,
                                        audio=speak(QUESTION, 16000))
     async with grpc.aio.insecure_channel(stack.addr("stt")) as channel:

@@ -80,6 +80,25 @@ class SttSettings(GrpcServiceSettings):
     speculative_final: bool = Field(
         True, description="Start the final decode after final_pad_ms of silence, before stop_ms."
     )
+    max_batch_size: int = Field(4, ge=1, le=64, description="Utterances decoded in one batch.")
+    batch_wait_ms: int = Field(
+        10, ge=0, le=1000, description="How long a decode waits for others to batch with."
+    )
+    turn_model: str = Field(
+        "", description="Smart Turn v3 ONNX file; empty = the one scripts/fetch_smart_turn.py "
+        "extracts into $VOXMESH_MODELS_DIR."
+    )
+    enable_semantic_turn: bool = Field(
+        True, description="Ask the Smart Turn model whether a pause ends the user's turn."
+    )
+    turn_completion_threshold: float = Field(
+        0.5, gt=0.0, lt=1.0, description="P(turn complete) at or above which the turn ends."
+    )
+    turn_silence_ms: int = Field(200, ge=32, description="Silence before the model is asked.")
+    turn_max_silence_ms: int = Field(
+        2000, ge=0, description="Silence that ends the turn whatever the model says."
+    )
+    turn_model_threads: int = Field(1, ge=1, description="onnxruntime threads per inference.")
 
 
 class TtsSettings(GrpcServiceSettings):

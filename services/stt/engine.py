@@ -1,6 +1,12 @@
 """faster-whisper behind a small synchronous interface: 16 kHz float32 in, text and words out.
 
 Every method here blocks; callers run them in a thread (see ``scheduler.py``).
+
+Batching: faster-whisper 1.2.1's ``BatchedInferencePipeline.forward`` encodes and
+decodes a stack of 30 s feature windows in one CTranslate2 call (word timings
+included, aligned in one batched call too). Each utterance is one window, so
+several streams' utterances become one batch; audio longer than 30 s goes
+through the sequential path, which slides over it.
 """
 
 from __future__ import annotations
@@ -11,6 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import (
+    BatchedInferencePipeline,
+    TranscriptionOptions,
+    get_suppressed_tokens,
+)
 
 from voxmesh.config import SttSettings
 from voxmesh.models import whisper_tiny_en_path
@@ -22,6 +35,12 @@ logging.getLogger("faster_whisper").setLevel(logging.WARNING)
 SAMPLE_RATE = 16_000
 # Whisper's decoder holds 448 positions; the prompt takes a few.
 _MAX_NEW_TOKENS = 400
+_WINDOW_SAMPLES = 30 * SAMPLE_RATE
+# faster-whisper's defaults: a window whose decode looks like this is silence, not words.
+_NO_SPEECH_THRESHOLD = 0.6
+_LOG_PROB_THRESHOLD = -1.0
+_PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+_APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
 
 @dataclass(frozen=True)
@@ -105,8 +124,7 @@ class WhisperEngine:
             condition_on_previous_text=False,
             without_timestamps=not word_timestamps,
             word_timestamps=word_timestamps,
-            # Bounds the cost of a repetition loop to what the audio could plausibly hold.
-            max_new_tokens=min(_MAX_NEW_TOKENS, 24 + int(8 * min(audio_s, 30.0))),
+            max_new_tokens=_max_new_tokens(audio_s),
         )
         texts: list[str] = []
         words: list[Word] = []
@@ -121,3 +139,72 @@ class WhisperEngine:
             decode_ms=round((time.perf_counter() - started) * 1000),
             audio_ms=round(audio_s * 1000),
         )
+
+    def transcribe_batch(
+        self, audios: list[np.ndarray], language: str, word_timestamps: bool
+    ) -> list[DecodeResult]:
+        """Decode several clips, those up to 30 s in one batched call; results in order."""
+        results: list[DecodeResult | None] = [None] * len(audios)
+        short = [i for i, audio in enumerate(audios) if len(audio) <= _WINDOW_SAMPLES]
+        for i, audio in enumerate(audios):
+            if len(audio) > _WINDOW_SAMPLES:
+                results[i] = self.transcribe(audio, language, word_timestamps)
+        if short:
+            decoded = self._decode_windows([audios[i] for i in short], language, word_timestamps)
+            for i, result in zip(short, decoded, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    def _decode_windows(
+        self, audios: list[np.ndarray], language: str, word_timestamps: bool
+    ) -> list[DecodeResult]:
+        """One batched encode + decode of clips of at most 30 s each."""
+        model = self.model
+        started = time.perf_counter()
+        features = np.stack([pad_or_trim(model.feature_extractor(a)[..., :-1]) for a in audios])
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
+                              task="transcribe", language=language)
+        longest_s = max(len(a) for a in audios) / SAMPLE_RATE
+        options = TranscriptionOptions(
+            beam_size=self._settings.beam_size, best_of=1, patience=1.0, length_penalty=1.0,
+            repetition_penalty=1.0, no_repeat_ngram_size=0,
+            log_prob_threshold=_LOG_PROB_THRESHOLD, no_speech_threshold=_NO_SPEECH_THRESHOLD,
+            compression_ratio_threshold=None, condition_on_previous_text=False,
+            prompt_reset_on_temperature=0.5, temperatures=[0.0], initial_prompt=None,
+            prefix=None, suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            without_timestamps=not word_timestamps, max_initial_timestamp=1.0,
+            word_timestamps=word_timestamps, prepend_punctuations=_PREPEND_PUNCTUATIONS,
+            append_punctuations=_APPEND_PUNCTUATIONS, multilingual=False,
+            max_new_tokens=_max_new_tokens(longest_s), clip_timestamps="0",
+            hallucination_silence_threshold=None, hotwords=None,
+        )
+        metadata = [{"offset": 0.0, "duration": len(a) / SAMPLE_RATE, "segments": []}
+                    for a in audios]
+        # A fresh pipeline per batch: it keeps state (last_speech_timestamp) between calls.
+        outputs = BatchedInferencePipeline(model).forward(features, tokenizer, metadata, options)
+        decode_ms = round((time.perf_counter() - started) * 1000)
+        results = []
+        for audio, segments in zip(audios, outputs, strict=True):
+            texts: list[str] = []
+            words: list[Word] = []
+            for segment in segments:
+                if (segment["no_speech_prob"] > _NO_SPEECH_THRESHOLD
+                        and segment["avg_logprob"] < _LOG_PROB_THRESHOLD):
+                    continue  # what the sequential path skips as silence
+                texts.append(segment["text"])
+                for w in segment.get("words") or ():
+                    if w["word"].strip():
+                        words.append(Word(w["word"].strip(), float(w["start"]), float(w["end"])))
+            results.append(DecodeResult(
+                text="".join(texts).strip(),
+                words=tuple(words),
+                decode_ms=decode_ms,
+                audio_ms=round(len(audio) * 1000 / SAMPLE_RATE),
+            ))
+        return results
+
+
+def _max_new_tokens(audio_s: float) -> int:
+    """Bounds the cost of a repetition loop to what the audio could plausibly hold."""
+    return min(_MAX_NEW_TOKENS, 24 + int(8 * min(audio_s, 30.0)))

@@ -22,3 +22,23 @@ REJECTED = Counter(
     "Requests or decodes refused, by reason.",
     ["reason"],
 )
+BATCH_SIZE = Histogram(
+    "voxmesh_stt_batch_size",
+    "Utterances decoded together in one Whisper call.",
+    ["kind"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+)
+TURN_MODEL_SECONDS = Histogram(
+    "voxmesh_stt_turn_model_seconds",
+    "Wall time of one Smart Turn inference, features included.",
+    buckets=(0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0),
+)
+TURN_DECISIONS = Counter(
+    "voxmesh_stt_turn_decisions_total",
+    "End-of-turn decisions at pauses: complete, incomplete (keep listening) or timeout.",
+    ["decision"],
+)
+TURN_MODEL_AVAILABLE = Gauge(
+    "voxmesh_stt_turn_model_available",
+    "1 when the Smart Turn model is loaded, 0 when turns end on silence only.",
+)

@@ -18,6 +18,7 @@ from services.stt.engine import SAMPLE_RATE, WhisperEngine
 from services.stt.errors import InvalidArgument, SttError, Unavailable
 from services.stt.scheduler import DecodeKind, DecodeScheduler
 from services.stt.stream import StreamRecognizer
+from services.stt.turn import SmartTurnModel
 from services.stt.vad import WINDOW_SAMPLES, VadPool, WindowedVad
 from voxmesh.audio import AudioFormatError, duration_ms, pcm16_to_float, resample
 from voxmesh.config import SttSettings
@@ -38,6 +39,8 @@ class _Runtime:
     engine: WhisperEngine
     vads: VadPool
     scheduler: DecodeScheduler
+    turn_model: SmartTurnModel | None
+    """None when semantic end of turn is off or its model is not installed."""
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: SttError) -> NoReturn:
@@ -61,7 +64,7 @@ class SpeechToTextService(stt_pb2_grpc.SpeechToTextServicer):
         return [SERVICE_NAME]
 
     async def load(self) -> None:
-        """Load Whisper (with a warm-up decode) and one Silero VAD, off the event loop."""
+        """Load Whisper (with a warm-up decode), one Silero VAD and Smart Turn, off the loop."""
         engine = WhisperEngine(self._settings)
         vads = VadPool()
         await asyncio.to_thread(engine.load)
@@ -72,9 +75,8 @@ class SpeechToTextService(stt_pb2_grpc.SpeechToTextServicer):
             vads.release(vad)
 
         await asyncio.to_thread(warm_vad)
-        s = self._settings
-        scheduler = DecodeScheduler(engine, s.max_concurrent_decodes, s.max_queued_decodes)
-        self._runtime = _Runtime(engine, vads, scheduler)
+        turn_model = await asyncio.to_thread(SmartTurnModel.load, self._settings)
+        self._runtime = _Runtime(engine, vads, DecodeScheduler(engine, self._settings), turn_model)
 
     async def _ready(self, context: grpc.aio.ServicerContext) -> _Runtime:
         if self._runtime is None:
@@ -96,7 +98,8 @@ class SpeechToTextService(stt_pb2_grpc.SpeechToTextServicer):
             await _abort(context, InvalidArgument("first request must carry config"))
         session_id_var.set(first.config.session_id)
         try:
-            config = validation.stream_config(first.config, self._settings, runtime.engine)
+            config = validation.stream_config(first.config, self._settings, runtime.engine,
+                                              turn_model_loaded=runtime.turn_model is not None)
         except InvalidArgument as error:
             await _abort(context, error)
 
@@ -105,10 +108,12 @@ class SpeechToTextService(stt_pb2_grpc.SpeechToTextServicer):
             "session_id": first.config.session_id,
             "sample_rate_hertz": config.audio.sample_rate,
             "enable_partial_results": config.enable_partials,
+            "semantic_turn": config.turn.semantic,
         })
         vad = await asyncio.to_thread(runtime.vads.acquire)
         recognizer = StreamRecognizer(
-            config, runtime.scheduler, WindowedVad(vad), trace.set_span_in_context(span, parent)
+            config, runtime.scheduler, WindowedVad(vad), trace.set_span_in_context(span, parent),
+            runtime.turn_model,
         )
         metrics.ACTIVE_STREAMS.inc()
         log.info("stream started", extra={"sample_rate_hertz": config.audio.sample_rate})

@@ -9,6 +9,14 @@ Latency: the final decode of an utterance (the utterance plus ``final_pad_ms`` o
 trailing silence) starts as soon as that much silence is seen, while VAD still
 waits for ``stop_ms``. If speech resumes, that speculative decode is dropped;
 if not, the final is usually ready when speech_stopped is sent.
+
+Turns: a turn is one or more utterances. With the semantic model on, the
+Smart Turn model is asked after ``turn_silence_ms`` of silence; "complete" ends
+the utterance and the turn at once, "incomplete" lets the utterance end at
+``stop_ms`` without an end_of_turn, and the next utterance continues the turn
+until the model says "complete" or silence reaches ``max_silence_ms``. The
+audio stream waits for the model's answer (tens of ms), so every decision is
+made at a fixed point of the input audio whatever the arrival pace.
 """
 
 from __future__ import annotations
@@ -23,11 +31,14 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.context import Context
 
+from services.stt import metrics
 from services.stt.buffer import SampleBuffer
 from services.stt.engine import DecodeResult
 from services.stt.errors import InvalidArgument, SttError
 from services.stt.events import OrderedEvents
 from services.stt.scheduler import DecodeKind, DecodeScheduler
+from services.stt.turn import WINDOW_SAMPLES as TURN_WINDOW
+from services.stt.turn import SmartTurnModel
 from services.stt.vad import SAMPLE_RATE, VadTracker, VadTransition, WindowedVad, ms_to_samples
 from services.stt.validation import StreamConfig
 from voxmesh.audio import AudioFormatError, StreamResampler, pcm16_to_float
@@ -55,6 +66,15 @@ class _Speculation:
     task: asyncio.Task[DecodeResult | None]
 
 
+@dataclass(frozen=True)
+class _TurnEnd:
+    """Why and where a turn ended."""
+
+    decided_at: int
+    reason: stt_pb2.TurnEndReason
+    probability: float = 0.0
+
+
 @dataclass
 class _Utterance:
     id: int
@@ -64,6 +84,21 @@ class _Utterance:
     last_partial: str = ""
     stopped: bool = False
     speculation: _Speculation | None = None
+
+
+@dataclass
+class _Turn:
+    """The user's turn in progress: utterances until the turn is judged over."""
+
+    audio_start: int
+    utterances: int = 0
+    """Utterances of this turn long enough to be transcribed."""
+    checked_speech_end: int = -1
+    """The speech end the model was last asked about (once per pause)."""
+    probability: float = 0.0
+    fate: asyncio.Future[_TurnEnd | None] | None = None
+    """Set once the turn's latest utterance stopped: a _TurnEnd, or None if the turn goes on."""
+    last_speech_end: int = 0
 
 
 class StreamRecognizer:
@@ -78,10 +113,15 @@ class StreamRecognizer:
         scheduler: DecodeScheduler,
         vad: WindowedVad,
         trace_context: Context | None = None,
+        turn_model: SmartTurnModel | None = None,
     ) -> None:
         self._cfg = config
         self._scheduler = scheduler
         self._vad = vad
+        self._turn_model = turn_model if config.turn.semantic else None
+        self._turn: _Turn | None = None
+        self._turn_silence = ms_to_samples(config.turn.turn_silence_ms)
+        self._max_silence = ms_to_samples(config.turn.max_silence_ms)
         self._trace_context = trace_context
         self._tracker = VadTracker(config.vad)
         self._resampler = StreamResampler(config.audio.sample_rate, SAMPLE_RATE)
@@ -106,14 +146,18 @@ class StreamRecognizer:
             samples, probs = await self._score_in_thread(data, last=False)
         except AudioFormatError as error:
             raise InvalidArgument(str(error)) from None
-        self._advance(samples, probs)
+        await self._advance(samples, probs)
 
     async def end_input(self) -> None:
-        """Finish any open utterance, wait for its final, then end :attr:`events`."""
+        """Finish any open utterance and turn, wait for the finals, then end :attr:`events`."""
         samples, probs = await self._score_in_thread(b"", last=True)
-        self._advance(samples, probs)
+        await self._advance(samples, probs)
+        probability = self._turn.probability if self._turn is not None else 0.0
+        end = _TurnEnd(self._buffer.end, stt_pb2.TURN_END_REASON_END_OF_INPUT, probability)
         if self._tracker.stop_now() and self._utterance is not None:
-            self._stop_utterance(decided_at=self._buffer.end)
+            self._stop_utterance(end)
+        elif self._turn is not None:
+            self._end_turn(end)
         if self._finishing:
             await asyncio.wait(self._finishing)
         self.events.end()
@@ -147,7 +191,7 @@ class StreamRecognizer:
 
     # -- state machine ---------------------------------------------------------------------
 
-    def _advance(self, samples: np.ndarray, probs: list[float]) -> None:
+    async def _advance(self, samples: np.ndarray, probs: list[float]) -> None:
         self._buffer.append(samples)
         tracker = self._tracker
         for prob in probs:
@@ -155,10 +199,14 @@ class StreamRecognizer:
             if transition is VadTransition.STARTED:
                 self._start_utterance()
             elif transition is VadTransition.STOPPED:
-                self._stop_utterance(decided_at=tracker.position)
+                await self._on_vad_stop()
             elif tracker.speaking:
-                self._while_speaking()
+                await self._while_speaking()
+            elif self._turn is not None and self._turn.fate is not None:
+                self._while_turn_pauses(self._turn)
         keep_from = tracker.position - _KEEP_IDLE
+        if self._turn is not None:  # the turn model looks back over the whole turn
+            keep_from = min(keep_from, max(self._turn.audio_start, tracker.position - TURN_WINDOW))
         if self._utterance is None and keep_from - self._buffer.start > _TRIM_STEP:
             self._buffer.discard_before(keep_from)
 
@@ -172,13 +220,88 @@ class StreamRecognizer:
         )
         self._next_id += 1
         self._utterance = utterance
+        turn = self._turn
+        if turn is None:
+            self._turn = _Turn(audio_start=utterance.audio_start)
+        elif turn.fate is not None:
+            turn.fate.set_result(None)  # the pause was mid-turn: this utterance continues it
+            turn.fate = None
         self.events.emit(utterance.id, stt_pb2.StreamingRecognizeResponse(
             speech_started=stt_pb2.SpeechStarted(
                 utterance_id=utterance.id, offset_ms=offset_ms(start))))
 
-    def _while_speaking(self) -> None:
+    async def _while_speaking(self) -> None:
         utterance, tracker = self._utterance, self._tracker
         assert utterance is not None
+        self._maybe_speculate(utterance)
+        turn = self._turn
+        if (
+            turn is not None
+            and self._turn_model is not None
+            and tracker.silence_samples >= self._turn_silence
+            and turn.checked_speech_end != tracker.speech_end
+        ):
+            probability = await self._ask_turn_model(turn)
+            if probability is not None and probability >= self._cfg.turn.threshold:
+                metrics.TURN_DECISIONS.labels(decision="complete").inc()
+                tracker.stop_now()
+                self._stop_utterance(_TurnEnd(
+                    tracker.position, stt_pb2.TURN_END_REASON_SEMANTIC, probability))
+            elif probability is not None:
+                metrics.TURN_DECISIONS.labels(decision="incomplete").inc()
+
+    async def _on_vad_stop(self) -> None:
+        """Silence reached stop_ms: the utterance ends; does the turn?"""
+        tracker, turn = self._tracker, self._turn
+        assert turn is not None
+        if self._turn_model is None:
+            self._stop_utterance(_TurnEnd(
+                tracker.position, stt_pb2.TURN_END_REASON_SILENCE))
+            return
+        if turn.checked_speech_end != tracker.speech_end:  # turn_silence_ms >= stop_ms
+            probability = await self._ask_turn_model(turn)
+            if probability is not None and probability >= self._cfg.turn.threshold:
+                metrics.TURN_DECISIONS.labels(decision="complete").inc()
+                self._stop_utterance(_TurnEnd(
+                    tracker.position, stt_pb2.TURN_END_REASON_SEMANTIC, probability))
+                return
+            if probability is not None:
+                metrics.TURN_DECISIONS.labels(decision="incomplete").inc()
+        self._stop_utterance(None)
+        self._while_turn_pauses(turn)  # max_silence_ms may equal stop_ms
+
+    def _while_turn_pauses(self, turn: _Turn) -> None:
+        """Silence after an utterance judged incomplete: end the turn at max_silence_ms."""
+        if self._tracker.position - turn.last_speech_end >= self._max_silence:
+            metrics.TURN_DECISIONS.labels(decision="timeout").inc()
+            self._end_turn(_TurnEnd(self._tracker.position,
+                                    stt_pb2.TURN_END_REASON_MAX_SILENCE, turn.probability))
+
+    def _end_turn(self, end: _TurnEnd) -> None:
+        """End the open turn, whose latest utterance has stopped."""
+        turn, self._turn = self._turn, None
+        if turn is not None and turn.fate is not None and not turn.fate.done():
+            turn.fate.set_result(end)
+
+    async def _ask_turn_model(self, turn: _Turn) -> float | None:
+        """P(turn complete) for the turn's audio so far; None if the model failed."""
+        assert self._turn_model is not None
+        tracker = self._tracker
+        turn.checked_speech_end = tracker.speech_end
+        audio = self._buffer.slice(max(turn.audio_start, tracker.position - TURN_WINDOW),
+                                   tracker.position)
+        try:
+            probability = await asyncio.to_thread(self._turn_model.predict, audio)
+        except Exception:  # the model is an optimisation: fall back to silence, keep the stream
+            log.exception("smart turn inference failed")
+            return None
+        turn.probability = probability
+        log.debug("turn model", extra={"probability": round(probability, 3)})
+        return probability
+
+    def _maybe_speculate(self, utterance: _Utterance) -> None:
+        """Partials while speech goes on; the speculative final once final_pad_ms is silent."""
+        tracker = self._tracker
         speculation = utterance.speculation
         if tracker.silence_samples == 0:
             if speculation is not None and speculation.speech_end != tracker.speech_end:
@@ -198,9 +321,10 @@ class StreamRecognizer:
                 tracker.speech_end, self._start_final_decode(utterance, tracker.speech_end, True)
             )
 
-    def _stop_utterance(self, decided_at: int) -> None:
-        utterance = self._utterance
-        assert utterance is not None
+    def _stop_utterance(self, turn_end: _TurnEnd | None) -> None:
+        """End the open utterance; ``turn_end`` None means the turn may go on."""
+        utterance, turn = self._utterance, self._turn
+        assert utterance is not None and turn is not None
         self._utterance = None
         utterance.stopped = True
         end = self._tracker.speech_end
@@ -208,18 +332,24 @@ class StreamRecognizer:
             speech_stopped=stt_pb2.SpeechStopped(
                 utterance_id=utterance.id, offset_ms=offset_ms(end))))
         speculation = utterance.speculation
+        earlier = turn.utterances  # finals the orchestrator may hold for this turn
+        decode: asyncio.Task[DecodeResult | None] | None = None
         if end - utterance.speech_start < self._min_speech:
             if speculation is not None:
                 speculation.task.cancel()
-            self.events.close(utterance.id)
-            return
-        if speculation is not None and speculation.speech_end == end:
+        elif speculation is not None and speculation.speech_end == end:
             decode = speculation.task
         else:
             if speculation is not None:
                 speculation.task.cancel()
             decode = self._start_final_decode(utterance, end, False)
-        finish = self._spawn(self._finish(utterance, end, decided_at, decode))
+        if decode is not None:
+            turn.utterances += 1
+        fate: asyncio.Future[_TurnEnd | None] = asyncio.get_running_loop().create_future()
+        turn.fate, turn.last_speech_end = fate, end
+        if turn_end is not None:
+            self._end_turn(turn_end)
+        finish = self._spawn(self._finish(utterance, end, decode, fate, earlier > 0))
         self._finishing.add(finish)
         finish.add_done_callback(self._finishing.discard)
 
@@ -290,11 +420,17 @@ class StreamRecognizer:
         self,
         utterance: _Utterance,
         speech_end: int,
-        decided_at: int,
-        decode: asyncio.Task[DecodeResult | None],
+        decode: asyncio.Task[DecodeResult | None] | None,
+        fate: asyncio.Future[_TurnEnd | None],
+        turn_has_earlier: bool,
     ) -> None:
+        """Emit the utterance's final (if any), then its end_of_turn once the turn's fate is known.
+
+        The utterance's events stay open until then, so the next utterance's
+        events (held back by :class:`OrderedEvents`) come after this end_of_turn.
+        """
         try:
-            result = await decode
+            result = await decode if decode is not None else None
         except SttError as error:
             self.fail(error)
             return
@@ -302,9 +438,22 @@ class StreamRecognizer:
             log.exception("final decode failed", extra={"utterance_id": utterance.id})
             self.fail(SttError("final decode failed"))
             return
-        if result is None or not result.text:
-            self.events.close(utterance.id)
-            return
+        has_final = result is not None and bool(result.text)
+        if result is not None and has_final:
+            self._emit_final(utterance, speech_end, result)
+        turn_end = await fate
+        # A turn of nothing but dropped noise has no text: it ends silently.
+        if turn_end is not None and (has_final or turn_has_earlier):
+            self.events.emit(utterance.id, stt_pb2.StreamingRecognizeResponse(
+                end_of_turn=stt_pb2.EndOfTurn(
+                    utterance_id=utterance.id,
+                    offset_ms=offset_ms(turn_end.decided_at),
+                    reason=turn_end.reason,
+                    completion_probability=turn_end.probability,
+                )))
+        self.events.close(utterance.id)
+
+    def _emit_final(self, utterance: _Utterance, speech_end: int, result: DecodeResult) -> None:
         start_ms, end_ms = offset_ms(utterance.speech_start), offset_ms(speech_end)
         base_ms = offset_ms(utterance.audio_start)
         words = []
@@ -325,7 +474,3 @@ class StreamRecognizer:
                 words=words,
                 decode_ms=result.decode_ms,
             )))
-        self.events.emit(utterance.id, stt_pb2.StreamingRecognizeResponse(
-            end_of_turn=stt_pb2.EndOfTurn(utterance_id=utterance.id,
-                                          offset_ms=offset_ms(decided_at))))
-        self.events.close(utterance.id)

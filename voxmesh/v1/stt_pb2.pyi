@@ -1,11 +1,25 @@
 from voxmesh.v1 import audio_pb2 as _audio_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TurnEndReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TURN_END_REASON_UNSPECIFIED: _ClassVar[TurnEndReason]
+    TURN_END_REASON_SEMANTIC: _ClassVar[TurnEndReason]
+    TURN_END_REASON_SILENCE: _ClassVar[TurnEndReason]
+    TURN_END_REASON_MAX_SILENCE: _ClassVar[TurnEndReason]
+    TURN_END_REASON_END_OF_INPUT: _ClassVar[TurnEndReason]
+TURN_END_REASON_UNSPECIFIED: TurnEndReason
+TURN_END_REASON_SEMANTIC: TurnEndReason
+TURN_END_REASON_SILENCE: TurnEndReason
+TURN_END_REASON_MAX_SILENCE: TurnEndReason
+TURN_END_REASON_END_OF_INPUT: TurnEndReason
 
 class VadConfig(_message.Message):
     __slots__ = ("threshold", "start_ms", "stop_ms", "min_speech_ms")
@@ -19,21 +33,35 @@ class VadConfig(_message.Message):
     min_speech_ms: int
     def __init__(self, threshold: _Optional[float] = ..., start_ms: _Optional[int] = ..., stop_ms: _Optional[int] = ..., min_speech_ms: _Optional[int] = ...) -> None: ...
 
+class TurnConfig(_message.Message):
+    __slots__ = ("enable_semantic_turn", "completion_threshold", "turn_silence_ms", "max_silence_ms")
+    ENABLE_SEMANTIC_TURN_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    TURN_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SILENCE_MS_FIELD_NUMBER: _ClassVar[int]
+    enable_semantic_turn: bool
+    completion_threshold: float
+    turn_silence_ms: int
+    max_silence_ms: int
+    def __init__(self, enable_semantic_turn: bool = ..., completion_threshold: _Optional[float] = ..., turn_silence_ms: _Optional[int] = ..., max_silence_ms: _Optional[int] = ...) -> None: ...
+
 class RecognitionConfig(_message.Message):
-    __slots__ = ("audio_format", "language_code", "enable_partial_results", "partial_interval_ms", "vad", "session_id")
+    __slots__ = ("audio_format", "language_code", "enable_partial_results", "partial_interval_ms", "vad", "session_id", "turn")
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_CODE_FIELD_NUMBER: _ClassVar[int]
     ENABLE_PARTIAL_RESULTS_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     VAD_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TURN_FIELD_NUMBER: _ClassVar[int]
     audio_format: _audio_pb2.AudioFormat
     language_code: str
     enable_partial_results: bool
     partial_interval_ms: int
     vad: VadConfig
     session_id: str
-    def __init__(self, audio_format: _Optional[_Union[_audio_pb2.AudioFormat, _Mapping]] = ..., language_code: _Optional[str] = ..., enable_partial_results: bool = ..., partial_interval_ms: _Optional[int] = ..., vad: _Optional[_Union[VadConfig, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    turn: TurnConfig
+    def __init__(self, audio_format: _Optional[_Union[_audio_pb2.AudioFormat, _Mapping]] = ..., language_code: _Optional[str] = ..., enable_partial_results: bool = ..., partial_interval_ms: _Optional[int] = ..., vad: _Optional[_Union[VadConfig, _Mapping]] = ..., session_id: _Optional[str] = ..., turn: _Optional[_Union[TurnConfig, _Mapping]] = ...) -> None: ...
 
 class StreamingRecognizeRequest(_message.Message):
     __slots__ = ("config", "audio", "end_of_input")
@@ -80,12 +108,16 @@ class Transcript(_message.Message):
     def __init__(self, utterance_id: _Optional[int] = ..., text: _Optional[str] = ..., start_offset_ms: _Optional[int] = ..., end_offset_ms: _Optional[int] = ..., is_stable: bool = ..., words: _Optional[_Iterable[_Union[_audio_pb2.WordTiming, _Mapping]]] = ..., decode_ms: _Optional[int] = ...) -> None: ...
 
 class EndOfTurn(_message.Message):
-    __slots__ = ("utterance_id", "offset_ms")
+    __slots__ = ("utterance_id", "offset_ms", "reason", "completion_probability")
     UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
     OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     utterance_id: int
     offset_ms: int
-    def __init__(self, utterance_id: _Optional[int] = ..., offset_ms: _Optional[int] = ...) -> None: ...
+    reason: TurnEndReason
+    completion_probability: float
+    def __init__(self, utterance_id: _Optional[int] = ..., offset_ms: _Optional[int] = ..., reason: _Optional[_Union[TurnEndReason, str]] = ..., completion_probability: _Optional[float] = ...) -> None: ...
 
 class StreamingRecognizeResponse(_message.Message):
     __slots__ = ("speech_started", "speech_stopped", "partial", "final", "end_of_turn")

@@ -143,6 +143,8 @@ async def test_streaming_events_in_order_with_partials(stt: Stack) -> None:
                for w in final.words)
     partials = [e.partial for e in of_kind(events, "partial")]
     assert all(p.text and p.start_offset_ms == started.offset_ms for p in partials)
+    # stable_text is always a word prefix of its own partial (local agreement).
+    assert all(p.text.startswith(p.stable_text) for p in partials)
     assert of_kind(events, "end_of_turn")[0].end_of_turn.offset_ms >= stopped.offset_ms
 
 

@@ -53,6 +53,20 @@ _KEEP_IDLE = ms_to_samples(1000)  # kept between utterances: pre-roll plus a for
 _TRIM_STEP = ms_to_samples(5000)  # trim in steps so the copy is rare
 
 
+def agreed_prefix(previous: str, current: str) -> str:
+    """The leading words of ``current`` that ``previous`` had too (case and punctuation aside).
+
+    Whisper rewrites the end of a growing utterance (and punctuates it) but rarely its
+    beginning, so words two consecutive decodes agree on are unlikely to change.
+    """
+    agreed: list[str] = []
+    for old, new in zip(previous.split(), current.split(), strict=False):
+        if old.strip(".,!?;:").lower() != new.strip(".,!?;:").lower():
+            break
+        agreed.append(new)
+    return " ".join(agreed)
+
+
 def offset_ms(sample: int) -> int:
     """16 kHz sample index to ms from the start of the stream."""
     return sample * 1000 // SAMPLE_RATE
@@ -387,6 +401,7 @@ class StreamRecognizer:
                 end_offset_ms=offset_ms(end),
                 is_stable=result.text == utterance.last_partial,
                 decode_ms=result.decode_ms,
+                stable_text=agreed_prefix(utterance.last_partial, result.text),
             )))
         utterance.last_partial = result.text
 
@@ -473,4 +488,5 @@ class StreamRecognizer:
                 is_stable=True,
                 words=words,
                 decode_ms=result.decode_ms,
+                stable_text=result.text,
             )))

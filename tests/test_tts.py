@@ -40,8 +40,12 @@ Request = tts_pb2.StreamingSynthesizeRequest
 
 @pytest.fixture(scope="module")
 def tts(stack_factory: StackFactory) -> Stack:
-    """One TTS process (hibari and Kokoro-82M ONNX) for the whole module."""
-    return stack_factory(services=("tts",))
+    """One TTS process (hibari and Kokoro-82M ONNX) for the whole module.
+
+    The primary timeout is raised so that a busy shared CPU never hands a Kokoro
+    segment to the espeak fallback here (test_tts_fallback tests that path).
+    """
+    return stack_factory(services=("tts",), extra_env={"VOXMESH_TTS_PRIMARY_TIMEOUT_MS": "60000"})
 
 
 @pytest.fixture(scope="module")
@@ -331,8 +335,8 @@ async def test_engines_and_default_voice_are_configurable(stack_factory: StackFa
 
 
 @pytest.mark.parametrize(("engines", "message"), [
-    ("kokoro", "needs the `kokoro` package installed and VOXMESH_TTS_KOKORO_WEIGHTS_PATH"),
-    ("hibari,espeak", "VOXMESH_TTS_ENGINES: unknown engine 'espeak'"),
+    ("kokoro", "engine 'kokoro' needs VOXMESH_TTS_KOKORO_WEIGHTS_PATH"),
+    ("hibari,piper", "VOXMESH_TTS_ENGINES: unknown engine 'piper'"),
 ])
 def test_unavailable_engine_fails_at_start_up(engines: str, message: str) -> None:
     """An engine that cannot run here stops the process at once, saying why."""

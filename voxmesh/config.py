@@ -20,7 +20,7 @@ METRICS_BASE_PORT = 9100
 
 
 #: Text-to-speech engines ``VOXMESH_TTS_ENGINES`` may name.
-TTS_ENGINES: tuple[str, ...] = ("hibari", "kokoro-onnx", "kokoro")
+TTS_ENGINES: tuple[str, ...] = ("hibari", "kokoro-onnx", "kokoro", "espeak")
 
 
 def metrics_port_for(grpc_port: int) -> int:
@@ -118,6 +118,28 @@ class TtsSettings(GrpcServiceSettings):
     kokoro_weights_path: str = Field("", description="Directory of kokoro PyTorch weights.")
     cpu_threads: int = Field(0, ge=0, description="Kokoro ONNX threads; 0 = onnxruntime's choice.")
     chunk_ms: int = Field(20, ge=10, le=1000, description="Default audio chunk duration.")
+    fallback_engine: str = Field(
+        "espeak", description="Engine that speaks when a voice's engine fails or is too slow; "
+        "empty = none (a failing engine then ends the stream with an error)."
+    )
+    primary_timeout_ms: int = Field(
+        3000, ge=1, description="Longest a voice's engine may take on one segment before the "
+        "fallback speaks it and the rest of the stream."
+    )
+    cache_mb: float = Field(
+        64, ge=0, description="Phrase cache of synthesised segments, in MB; 0 disables it."
+    )
+
+    @field_validator("fallback_engine")
+    @classmethod
+    def _known_fallback(cls, value: str) -> str:
+        value = value.strip()
+        if value and value not in TTS_ENGINES:
+            raise ValueError(
+                f"VOXMESH_TTS_FALLBACK_ENGINE: unknown engine {value!r} "
+                f"(known: {', '.join(TTS_ENGINES)})"
+            )
+        return value
 
     @field_validator("engines")
     @classmethod

@@ -29,3 +29,20 @@ REJECTED = Counter(
     "Requests refused, by gRPC status.",
     ["reason"],
 )
+FALLBACKS = Counter(
+    "voxmesh_tts_fallbacks_total",
+    "Streams switched to the fallback engine, by the engine that gave up and why.",
+    ["engine", "reason"],
+)
+ENGINE_LOAD_FAILURES = Counter(
+    "voxmesh_tts_engine_load_failures_total",
+    "Engines that failed to load at start-up; their voices are spoken by the fallback.",
+    ["engine"],
+)
+CACHE_HITS = Counter("voxmesh_tts_cache_hits_total", "Segments served from the phrase cache.")
+CACHE_MISSES = Counter("voxmesh_tts_cache_misses_total", "Segments not in the phrase cache.")
+CACHE_SAVED_SECONDS = Counter(
+    "voxmesh_tts_cache_saved_seconds_total",
+    "Synthesis time the phrase cache saved (the hits' original synthesis times).",
+)
+CACHE_BYTES = Gauge("voxmesh_tts_cache_bytes", "Bytes of audio held in the phrase cache.")

@@ -13,10 +13,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
 from services.tts import metrics, validation
+from services.tts.cache import PhraseCache
 from services.tts.catalog import VoiceCatalog
-from services.tts.engines import TtsEngine, build_engines
+from services.tts.engines import TtsEngine, build_engines, build_fallback
 from services.tts.errors import InvalidArgument, TtsError, Unavailable
-from services.tts.stream import SynthesisStream
+from services.tts.stream import Fallback, SynthesisStream
 from voxmesh.config import TtsSettings
 from voxmesh.logs import session_id_var
 from voxmesh.telemetry import context_from_grpc_metadata
@@ -47,6 +48,10 @@ class TextToSpeechService(tts_pb2_grpc.TextToSpeechServicer):
         """
         self._settings = settings
         self._engines: list[TtsEngine] = build_engines(settings)
+        fallback = build_fallback(settings, self._engines)
+        self._fallback = (
+            Fallback(fallback, settings.primary_timeout_ms / 1000) if fallback else None)
+        self._cache = PhraseCache(round(settings.cache_mb * 1024 * 1024))
         self._catalog: VoiceCatalog | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
@@ -55,16 +60,46 @@ class TextToSpeechService(tts_pb2_grpc.TextToSpeechServicer):
         return [SERVICE_NAME]
 
     async def load(self) -> None:
-        """Load every engine and warm it up with one short word, off the event loop."""
+        """Load every engine and warm it up with one short word, off the event loop.
+
+        The fallback engine loads first and must succeed. A voice engine that then fails
+        is logged and counted, and its voices (those it could still list) are spoken by
+        the fallback, so the service comes up rather than leaving callers silent.
+
+        Raises:
+            EngineUnavailable: The fallback failed, or an engine failed with no fallback.
+        """
+        fallback = self._fallback.engine if self._fallback else None
+        if fallback is not None:
+            await self._load_engine(fallback)
         for engine in self._engines:
-            started = time.perf_counter()
-            await asyncio.to_thread(engine.load)
-            await asyncio.to_thread(engine.run, WARM_UP_TEXT, engine.default_voice, 1.0)
-            log.info("engine loaded", extra={
-                "engine": engine.name, "voices": [v.id for v in engine.voices()],
-                "seconds": round(time.perf_counter() - started, 3),
-            })
-        self._catalog = VoiceCatalog(self._engines, self._settings.default_voice)
+            if engine is fallback:
+                continue
+            try:
+                await self._load_engine(engine)
+            except Exception as error:
+                if fallback is None:
+                    raise
+                engine.load_error = f"{type(error).__name__}: {error}"
+                metrics.ENGINE_LOAD_FAILURES.labels(engine=engine.name).inc()
+                log.error("engine failed to load; the fallback speaks its voices", extra={
+                    "engine": engine.name, "error": engine.load_error,
+                    "voices": [v.id for v in engine.voices()], "fallback": fallback.name,
+                })
+        usable = [e for e in self._engines if e.voices()]
+        if not usable and fallback is not None:
+            usable = [fallback]
+        self._catalog = VoiceCatalog(usable, self._settings.default_voice)
+
+    @staticmethod
+    async def _load_engine(engine: TtsEngine) -> None:
+        started = time.perf_counter()
+        await asyncio.to_thread(engine.load)
+        await asyncio.to_thread(engine.run, WARM_UP_TEXT, engine.default_voice, 1.0)
+        log.info("engine loaded", extra={
+            "engine": engine.name, "voices": [v.id for v in engine.voices()],
+            "seconds": round(time.perf_counter() - started, 3),
+        })
 
     async def _ready(self, context: grpc.aio.ServicerContext) -> VoiceCatalog:
         if self._catalog is None:
@@ -99,7 +134,8 @@ class TextToSpeechService(tts_pb2_grpc.TextToSpeechServicer):
             "voxmesh.voice": config.voice.id,
             "sample_rate_hertz": config.sample_rate,
         })
-        stream = SynthesisStream(config, trace.set_span_in_context(span, parent))
+        stream = SynthesisStream(config, trace.set_span_in_context(span, parent),
+                                 self._fallback, self._cache)
         metrics.ACTIVE_STREAMS.inc()
         log.info("stream started", extra={
             "voice": config.voice.id, "engine": stream.engine_name,

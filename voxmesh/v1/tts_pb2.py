@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from voxmesh.v1 import audio_pb2 as voxmesh_dot_v1_dot_audio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14voxmesh/v1/tts.proto\x12\nvoxmesh.v1\x1a\x16voxmesh/v1/audio.proto\"\x90\x01\n\x0fSynthesisConfig\x12\r\n\x05voice\x18\x01 \x01(\t\x12\r\n\x05speed\x18\x02 \x01(\x02\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\r\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x19\n\x11\x63hunk_duration_ms\x18\x05 \x01(\r\x12\x12\n\nsession_id\x18\x06 \x01(\t\"\x07\n\x05\x46lush\"\x08\n\x06\x43\x61ncel\"\xe0\x01\n\x1aStreamingSynthesizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.voxmesh.v1.SynthesisConfigH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\"\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x11.voxmesh.v1.FlushH\x00\x12.\n\x0c\x65nd_of_input\x18\x04 \x01(\x0b\x32\x16.voxmesh.v1.EndOfInputH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.voxmesh.v1.CancelH\x00\x42\t\n\x07request\"x\n\x0eSegmentStarted\x12\x15\n\rsegment_index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rsample_offset\x18\x03 \x01(\x04\x12\x14\n\x0csynthesis_ms\x18\x04 \x01(\r\x12\x14\n\x0csample_count\x18\x05 \x01(\x04\"I\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x15\n\rsample_offset\x18\x02 \x01(\x04\x12\x15\n\rsegment_index\x18\x03 \x01(\r\"L\n\rSynthesisDone\x12\x15\n\rtotal_samples\x18\x01 \x01(\x04\x12\x14\n\x0cis_cancelled\x18\x02 \x01(\x08\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\"\xa9\x01\n\x1bStreamingSynthesizeResponse\x12-\n\x07segment\x18\x01 \x01(\x0b\x32\x1a.voxmesh.v1.SegmentStartedH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.voxmesh.v1.AudioChunkH\x00\x12)\n\x04\x64one\x18\x03 \x01(\x0b\x32\x19.voxmesh.v1.SynthesisDoneH\x00\x42\x07\n\x05\x65vent\"*\n\x11ListVoicesRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\"p\n\x05Voice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12 \n\x18native_sample_rate_hertz\x18\x04 \x01(\r\x12\x12\n\nis_default\x18\x05 \x01(\x08\"7\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.voxmesh.v1.Voice2\xc7\x01\n\x0cTextToSpeech\x12j\n\x13StreamingSynthesize\x12&.voxmesh.v1.StreamingSynthesizeRequest\x1a\'.voxmesh.v1.StreamingSynthesizeResponse(\x01\x30\x01\x12K\n\nListVoices\x12\x1d.voxmesh.v1.ListVoicesRequest\x1a\x1e.voxmesh.v1.ListVoicesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14voxmesh/v1/tts.proto\x12\nvoxmesh.v1\x1a\x16voxmesh/v1/audio.proto\"\x90\x01\n\x0fSynthesisConfig\x12\r\n\x05voice\x18\x01 \x01(\t\x12\r\n\x05speed\x18\x02 \x01(\x02\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\r\x12\x15\n\rlanguage_code\x18\x04 \x01(\t\x12\x19\n\x11\x63hunk_duration_ms\x18\x05 \x01(\r\x12\x12\n\nsession_id\x18\x06 \x01(\t\"\x07\n\x05\x46lush\"\x08\n\x06\x43\x61ncel\"\xe0\x01\n\x1aStreamingSynthesizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1b.voxmesh.v1.SynthesisConfigH\x00\x12\x0e\n\x04text\x18\x02 \x01(\tH\x00\x12\"\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x11.voxmesh.v1.FlushH\x00\x12.\n\x0c\x65nd_of_input\x18\x04 \x01(\x0b\x32\x16.voxmesh.v1.EndOfInputH\x00\x12$\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x12.voxmesh.v1.CancelH\x00\x42\t\n\x07request\"\xee\x01\n\x0eSegmentStarted\x12\x15\n\rsegment_index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x15\n\rsample_offset\x18\x03 \x01(\x04\x12\x14\n\x0csynthesis_ms\x18\x04 \x01(\r\x12\x14\n\x0csample_count\x18\x05 \x01(\x04\x12\x0e\n\x06\x65ngine\x18\x06 \x01(\t\x12\x13\n\x0bis_fallback\x18\x07 \x01(\x08\x12\x11\n\tcache_hit\x18\x08 \x01(\x08\x12%\n\x05words\x18\t \x03(\x0b\x32\x16.voxmesh.v1.WordTiming\x12\x15\n\rtiming_source\x18\n \x01(\t\"p\n\nAudioChunk\x12\r\n\x05\x61udio\x18\x01 \x01(\x0c\x12\x15\n\rsample_offset\x18\x02 \x01(\x04\x12\x15\n\rsegment_index\x18\x03 \x01(\r\x12%\n\x05words\x18\x04 \x03(\x0b\x32\x16.voxmesh.v1.WordTiming\"a\n\rSynthesisDone\x12\x15\n\rtotal_samples\x18\x01 \x01(\x04\x12\x14\n\x0cis_cancelled\x18\x02 \x01(\x08\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12\x13\n\x0bis_fallback\x18\x04 \x01(\x08\"\xa9\x01\n\x1bStreamingSynthesizeResponse\x12-\n\x07segment\x18\x01 \x01(\x0b\x32\x1a.voxmesh.v1.SegmentStartedH\x00\x12\'\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x16.voxmesh.v1.AudioChunkH\x00\x12)\n\x04\x64one\x18\x03 \x01(\x0b\x32\x19.voxmesh.v1.SynthesisDoneH\x00\x42\x07\n\x05\x65vent\"*\n\x11ListVoicesRequest\x12\x15\n\rlanguage_code\x18\x01 \x01(\t\"p\n\x05Voice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\x15\n\rlanguage_code\x18\x03 \x01(\t\x12 \n\x18native_sample_rate_hertz\x18\x04 \x01(\r\x12\x12\n\nis_default\x18\x05 \x01(\x08\"7\n\x12ListVoicesResponse\x12!\n\x06voices\x18\x01 \x03(\x0b\x32\x11.voxmesh.v1.Voice2\xc7\x01\n\x0cTextToSpeech\x12j\n\x13StreamingSynthesize\x12&.voxmesh.v1.StreamingSynthesizeRequest\x1a\'.voxmesh.v1.StreamingSynthesizeResponse(\x01\x30\x01\x12K\n\nListVoices\x12\x1d.voxmesh.v1.ListVoicesRequest\x1a\x1e.voxmesh.v1.ListVoicesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,20 +40,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCEL']._serialized_end=224
   _globals['_STREAMINGSYNTHESIZEREQUEST']._serialized_start=227
   _globals['_STREAMINGSYNTHESIZEREQUEST']._serialized_end=451
-  _globals['_SEGMENTSTARTED']._serialized_start=453
-  _globals['_SEGMENTSTARTED']._serialized_end=573
-  _globals['_AUDIOCHUNK']._serialized_start=575
-  _globals['_AUDIOCHUNK']._serialized_end=648
-  _globals['_SYNTHESISDONE']._serialized_start=650
-  _globals['_SYNTHESISDONE']._serialized_end=726
-  _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_start=729
-  _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_end=898
-  _globals['_LISTVOICESREQUEST']._serialized_start=900
-  _globals['_LISTVOICESREQUEST']._serialized_end=942
-  _globals['_VOICE']._serialized_start=944
-  _globals['_VOICE']._serialized_end=1056
-  _globals['_LISTVOICESRESPONSE']._serialized_start=1058
-  _globals['_LISTVOICESRESPONSE']._serialized_end=1113
-  _globals['_TEXTTOSPEECH']._serialized_start=1116
-  _globals['_TEXTTOSPEECH']._serialized_end=1315
+  _globals['_SEGMENTSTARTED']._serialized_start=454
+  _globals['_SEGMENTSTARTED']._serialized_end=692
+  _globals['_AUDIOCHUNK']._serialized_start=694
+  _globals['_AUDIOCHUNK']._serialized_end=806
+  _globals['_SYNTHESISDONE']._serialized_start=808
+  _globals['_SYNTHESISDONE']._serialized_end=905
+  _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_start=908
+  _globals['_STREAMINGSYNTHESIZERESPONSE']._serialized_end=1077
+  _globals['_LISTVOICESREQUEST']._serialized_start=1079
+  _globals['_LISTVOICESREQUEST']._serialized_end=1121
+  _globals['_VOICE']._serialized_start=1123
+  _globals['_VOICE']._serialized_end=1235
+  _globals['_LISTVOICESRESPONSE']._serialized_start=1237
+  _globals['_LISTVOICESRESPONSE']._serialized_end=1292
+  _globals['_TEXTTOSPEECH']._serialized_start=1295
+  _globals['_TEXTTOSPEECH']._serialized_end=1494
 # @@protoc_insertion_point(module_scope)

@@ -46,38 +46,52 @@ class StreamingSynthesizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[SynthesisConfig, _Mapping]] = ..., text: _Optional[str] = ..., flush: _Optional[_Union[Flush, _Mapping]] = ..., end_of_input: _Optional[_Union[_audio_pb2.EndOfInput, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
 
 class SegmentStarted(_message.Message):
-    __slots__ = ("segment_index", "text", "sample_offset", "synthesis_ms", "sample_count")
+    __slots__ = ("segment_index", "text", "sample_offset", "synthesis_ms", "sample_count", "engine", "is_fallback", "cache_hit", "words", "timing_source")
     SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     SYNTHESIS_MS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    IS_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_SOURCE_FIELD_NUMBER: _ClassVar[int]
     segment_index: int
     text: str
     sample_offset: int
     synthesis_ms: int
     sample_count: int
-    def __init__(self, segment_index: _Optional[int] = ..., text: _Optional[str] = ..., sample_offset: _Optional[int] = ..., synthesis_ms: _Optional[int] = ..., sample_count: _Optional[int] = ...) -> None: ...
+    engine: str
+    is_fallback: bool
+    cache_hit: bool
+    words: _containers.RepeatedCompositeFieldContainer[_audio_pb2.WordTiming]
+    timing_source: str
+    def __init__(self, segment_index: _Optional[int] = ..., text: _Optional[str] = ..., sample_offset: _Optional[int] = ..., synthesis_ms: _Optional[int] = ..., sample_count: _Optional[int] = ..., engine: _Optional[str] = ..., is_fallback: bool = ..., cache_hit: bool = ..., words: _Optional[_Iterable[_Union[_audio_pb2.WordTiming, _Mapping]]] = ..., timing_source: _Optional[str] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
-    __slots__ = ("audio", "sample_offset", "segment_index")
+    __slots__ = ("audio", "sample_offset", "segment_index", "words")
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_OFFSET_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
     audio: bytes
     sample_offset: int
     segment_index: int
-    def __init__(self, audio: _Optional[bytes] = ..., sample_offset: _Optional[int] = ..., segment_index: _Optional[int] = ...) -> None: ...
+    words: _containers.RepeatedCompositeFieldContainer[_audio_pb2.WordTiming]
+    def __init__(self, audio: _Optional[bytes] = ..., sample_offset: _Optional[int] = ..., segment_index: _Optional[int] = ..., words: _Optional[_Iterable[_Union[_audio_pb2.WordTiming, _Mapping]]] = ...) -> None: ...
 
 class SynthesisDone(_message.Message):
-    __slots__ = ("total_samples", "is_cancelled", "engine")
+    __slots__ = ("total_samples", "is_cancelled", "engine", "is_fallback")
     TOTAL_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     IS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    IS_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     total_samples: int
     is_cancelled: bool
     engine: str
-    def __init__(self, total_samples: _Optional[int] = ..., is_cancelled: bool = ..., engine: _Optional[str] = ...) -> None: ...
+    is_fallback: bool
+    def __init__(self, total_samples: _Optional[int] = ..., is_cancelled: bool = ..., engine: _Optional[str] = ..., is_fallback: bool = ...) -> None: ...
 
 class StreamingSynthesizeResponse(_message.Message):
     __slots__ = ("segment", "audio", "done")

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from services.tts.engines.base import EngineCapabilities, EngineUnavailable, TtsEngine, VoiceInfo
+from services.tts.engines.base import (
+    EngineCapabilities,
+    EngineUnavailable,
+    Synthesis,
+    TtsEngine,
+    VoiceInfo,
+    WordSpan,
+)
 from voxmesh.config import TtsSettings
 
 __all__ = [
-    "EngineCapabilities", "EngineUnavailable", "TtsEngine", "VoiceInfo", "build_engines",
+    "EngineCapabilities", "EngineUnavailable", "Synthesis", "TtsEngine", "VoiceInfo", "WordSpan",
+    "build_engines", "build_fallback",
 ]
 
 
@@ -25,19 +33,22 @@ def _kokoro_onnx(settings: TtsSettings) -> TtsEngine:
 
 
 def _kokoro(settings: TtsSettings) -> TtsEngine:
-    # The hexgrad PyTorch engine is not part of this build: its weights are not on PyPI,
-    # so it could never be exercised offline.
-    raise EngineUnavailable(
-        "VOXMESH_TTS_ENGINES: engine 'kokoro' (hexgrad Kokoro, PyTorch) is not available in "
-        "this build; it needs the `kokoro` package installed and VOXMESH_TTS_KOKORO_WEIGHTS_PATH "
-        "pointing at its weights. Use hibari or kokoro-onnx."
-    )
+    from services.tts.engines.kokoro_engine import KokoroEngine
+
+    return KokoroEngine(settings)
+
+
+def _espeak(settings: TtsSettings) -> TtsEngine:
+    from services.tts.engines.espeak_engine import EspeakEngine
+
+    return EspeakEngine()
 
 
 _FACTORIES: dict[str, Callable[[TtsSettings], TtsEngine]] = {
     "hibari": _hibari,
     "kokoro-onnx": _kokoro_onnx,
     "kokoro": _kokoro,
+    "espeak": _espeak,
 }
 
 
@@ -48,3 +59,14 @@ def build_engines(settings: TtsSettings) -> list[TtsEngine]:
         EngineUnavailable: An engine cannot run in this installation.
     """
     return [_FACTORIES[name](settings) for name in settings.engine_names]
+
+
+def build_fallback(settings: TtsSettings, engines: list[TtsEngine]) -> TtsEngine | None:
+    """The ``VOXMESH_TTS_FALLBACK_ENGINE`` engine (shared if also listed), or None."""
+    name = settings.fallback_engine
+    if not name:
+        return None
+    for engine in engines:
+        if engine.name == name:
+            return engine
+    return _FACTORIES[name](settings)

@@ -35,6 +35,28 @@ class VoiceInfo:
     language_code: str
 
 
+@dataclass(frozen=True)
+class WordSpan:
+    """A word placed in an engine's output audio by the model's own durations."""
+
+    #: The word as phonemised (the segment's text words replace it when they line up).
+    word: str
+    #: Start, in seconds from the start of the returned audio.
+    start: float
+    #: End, in seconds from the start of the returned audio.
+    end: float
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """What an engine returns for one text."""
+
+    #: Float32 mono audio at the engine's native rate; empty if nothing was pronounceable.
+    audio: np.ndarray
+    #: Word spans from the model's durations, or None when the engine has none.
+    words: list[WordSpan] | None = None
+
+
 class TtsEngine(abc.ABC):
     """A speech synthesiser: text in, one float32 mono array out.
 
@@ -50,6 +72,8 @@ class TtsEngine(abc.ABC):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: Why :meth:`load` failed, when the service kept running on the fallback engine.
+        self.load_error: str | None = None
 
     @property
     def native_sample_rate(self) -> int:
@@ -76,7 +100,24 @@ class TtsEngine(abc.ABC):
         """The voice used when a client names none and this engine comes first."""
         return self.voices()[0].id
 
+    def synthesize_timed(self, text: str, voice: str, speed: float) -> Synthesis:
+        """:meth:`synthesize` plus word spans where the model reports durations.
+
+        Engines whose models expose durations override this; the default has none.
+        """
+        return Synthesis(self.synthesize(text, voice, speed))
+
     def run(self, text: str, voice: str, speed: float) -> np.ndarray:
         """:meth:`synthesize`, one call at a time per engine."""
+        return self.run_timed(text, voice, speed).audio
+
+    def run_timed(self, text: str, voice: str, speed: float) -> Synthesis:
+        """:meth:`synthesize_timed`, one call at a time per engine.
+
+        Raises:
+            EngineUnavailable: The engine failed to load (``load_error``).
+        """
+        if self.load_error is not None:
+            raise EngineUnavailable(f"engine {self.name!r} did not load: {self.load_error}")
         with self._lock:
-            return self.synthesize(text, voice, speed)
+            return self.synthesize_timed(text, voice, speed)

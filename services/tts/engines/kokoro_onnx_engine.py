@@ -8,7 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from services.tts.engines.base import EngineCapabilities, EngineUnavailable, TtsEngine, VoiceInfo
+from services.tts.engines.base import (
+    EngineCapabilities,
+    EngineUnavailable,
+    Synthesis,
+    TtsEngine,
+    VoiceInfo,
+    WordSpan,
+)
 from voxmesh.config import TtsSettings
 from voxmesh.models import package_dir
 
@@ -78,6 +85,12 @@ class KokoroOnnxEngine(TtsEngine):
         for path, variable in ((model, "MODEL_PATH"), (voices, "VOICES_PATH")):
             if not path.is_file():
                 raise EngineUnavailable(f"VOXMESH_TTS_KOKORO_{variable}: {path} is not a file")
+        # Voices first: if the model then fails to open, the voices are still known and the
+        # service can answer them with the fallback engine.
+        with np.load(voices) as styles:
+            self._styles = {name: styles[name] for name in sorted(styles.files)}
+        if not self._styles:
+            raise EngineUnavailable(f"VOXMESH_TTS_KOKORO_VOICES_PATH: {voices} has no voices")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if self._settings.cpu_threads:
@@ -86,10 +99,6 @@ class KokoroOnnxEngine(TtsEngine):
             os.fspath(model), options, providers=["CPUExecutionProvider"]
         )
         self._kokoro = Kokoro.from_session(session, os.fspath(voices))
-        with np.load(voices) as styles:
-            self._styles = {name: styles[name] for name in sorted(styles.files)}
-        if not self._styles:
-            raise EngineUnavailable(f"VOXMESH_TTS_KOKORO_VOICES_PATH: {voices} has no voices")
 
     def voices(self) -> list[VoiceInfo]:
         """Every voice in the voices file, the preferred default first."""
@@ -98,13 +107,38 @@ class KokoroOnnxEngine(TtsEngine):
 
     def synthesize(self, text: str, voice: str, speed: float) -> np.ndarray:
         """Speak ``text`` with a Kokoro voice at 24 kHz."""
+        return self.synthesize_timed(text, voice, speed).audio
+
+    def synthesize_timed(self, text: str, voice: str, speed: float) -> Synthesis:
+        """Speak ``text``; word spans come from the model when its export has durations."""
         try:
-            audio, _ = self._kokoro.create(
+            audio, _, phonemes = self._kokoro.create_timed(
                 text, self._styles[voice], speed=speed, lang=_language(voice)[1]
             )
         except ValueError as error:
             # kokoro-onnx raises ValueError for text without pronounceable phonemes.
             if "phonemes" in str(error):
-                return np.zeros(0, dtype=np.float32)
+                return Synthesis(np.zeros(0, dtype=np.float32))
             raise
-        return np.asarray(audio, dtype=np.float32)
+        return Synthesis(np.asarray(audio, dtype=np.float32), phoneme_words(phonemes))
+
+
+def phoneme_words(phonemes: list[Any]) -> list[WordSpan] | None:
+    """Group timed phonemes into words at the spaces the phonemiser puts between them.
+
+    Args:
+        phonemes: kokoro-onnx ``Timing`` items (phoneme, start, end), empty when the
+            model export has no duration output (the bundled int8 model has none).
+    """
+    words: list[WordSpan] = []
+    current: list[Any] = []
+    for timing in [*phonemes, None]:
+        if timing is None or timing.phoneme.isspace():
+            spoken = [t for t in current if t.phoneme.isalpha() or t.phoneme in "ːˈˌ"]
+            if spoken:
+                text = "".join(t.phoneme for t in current).strip()
+                words.append(WordSpan(text, spoken[0].start, spoken[-1].end))
+            current = []
+        else:
+            current.append(timing)
+    return words or None

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -46,6 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import percentile, save_results  # noqa: E402
 from bench.corpus_stt import (  # noqa: E402
     ESPEAK_VOICES,
     ESPEAK_WPM,
@@ -61,7 +61,6 @@ from voxmesh.config import SttSettings  # noqa: E402
 from voxmesh.launcher import Ports, Stack  # noqa: E402
 from voxmesh.v1 import audio_pb2, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CHUNK_MS = 20
 LEAD_MS, TAIL_MS = 300, 1200  # silence around every clip, as tests.support.speak adds
 VOICED = 0.01  # about -40 dBFS
@@ -84,13 +83,6 @@ class Clip:
         """Index of the last sample louder than -40 dBFS."""
         samples = np.abs(np.frombuffer(self.pcm, dtype="<i2").astype(np.float32) / 32768.0)
         return int(np.nonzero(samples > VOICED)[0][-1])
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty sequence."""
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
 
 
 def audio_format(rate: int) -> audio_pb2.AudioFormat:
@@ -490,11 +482,8 @@ def main() -> int:
     print("\n" + text)
     stem = "stt" + (".quick" if opts.quick else "") + (
         f".concurrency{opts.concurrency}" if opts.concurrency > 1 else "")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{stem}.md").write_text(text)
-    (RESULTS_DIR / f"{stem}.json").write_text(
-        json.dumps({"meta": meta, "clips": clips}, indent=1) + "\n")
-    print(f"saved {RESULTS_DIR / stem}.md and .json ({meta['wall_s']} s)")
+    saved = save_results(stem, text, {"meta": meta, "clips": clips})
+    print(f"saved {saved}.md and .json ({meta['wall_s']} s)")
     return 0
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import statistics
@@ -49,12 +48,12 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import percentile, save_results  # noqa: E402
 from bench.corpus_stt import normalize_spoken, word_errors  # noqa: E402
-from bench.stt import code_version, percentile  # noqa: E402
+from bench.stt import code_version  # noqa: E402
 from voxmesh.launcher import Ports, Stack  # noqa: E402
 from voxmesh.v1 import audio_pb2, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VOICES = (("heart", "hibari"), ("jf_alpha", "Kokoro-82M"))
 RATE = 24000
 DELTA_CHARS = (3, 5)
@@ -334,11 +333,8 @@ def main() -> int:
     text = report(results, meta)
     print("\n" + text)
     stem = "tts" + (".quick" if opts.quick else "")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / f"{stem}.md").write_text(text)
-    (RESULTS_DIR / f"{stem}.json").write_text(
-        json.dumps({"meta": meta, "voices": results}, indent=1) + "\n")
-    print(f"saved {RESULTS_DIR / stem}.md and .json ({meta['wall_s']} s)")
+    saved = save_results(stem, text, {"meta": meta, "voices": results})
+    print(f"saved {saved}.md and .json ({meta['wall_s']} s)")
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import platform
 import statistics
 import sys
@@ -27,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import percentile, save_results  # noqa: E402
 from tests.fake_openai import FakeOpenAI  # noqa: E402
 from tests.support import speak  # noqa: E402
 from voxmesh.client import RealtimeClient  # noqa: E402
@@ -45,20 +45,12 @@ QUESTIONS = [
     "How long does a brake inspection take?",
 ]
 REPLY = "Sure. Our service department opens at eight in the morning on Saturday."
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def last_voiced_byte(pcm: bytes, threshold: float = 0.01) -> int:
     """Byte offset of the last sample louder than ``threshold`` (about -40 dBFS)."""
     samples = np.abs(np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0)
     return int(np.nonzero(samples > threshold)[0][-1]) * 2
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
 
 
 async def one_turn(url: str, pcm: bytes) -> dict[str, float]:
@@ -136,9 +128,7 @@ def main() -> int:
                      f"{percentile(values, 95):8.0f} | {min(values):8.0f} | {max(values):8.0f} |")
     table = "\n".join(lines)
     print("\n" + table)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "voice_to_voice.md").write_text(table + "\n")
-    (RESULTS_DIR / "voice_to_voice.json").write_text(json.dumps(results, indent=1) + "\n")
+    save_results("voice_to_voice", table, results)
     return 0
 
 

@@ -22,6 +22,7 @@ from services.stt.turn import SmartTurnModel
 from services.stt.vad import WINDOW_SAMPLES, VadPool, WindowedVad
 from voxmesh.audio import AudioFormatError, duration_ms, pcm16_to_float, resample
 from voxmesh.config import SttSettings
+from voxmesh.errors import abort, read_first
 from voxmesh.logs import session_id_var
 from voxmesh.telemetry import context_from_grpc_metadata
 from voxmesh.v1 import audio_pb2, stt_pb2, stt_pb2_grpc
@@ -44,11 +45,7 @@ class _Runtime:
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: SttError) -> NoReturn:
-    reason = "unavailable" if isinstance(error, Unavailable) else error.code.name.lower()
-    metrics.REJECTED.labels(reason=reason).inc()
-    log.info("rejected", extra={"code": error.code.name, "reason": error.message})
-    await context.abort(error.code, error.message)
-    raise AssertionError("unreachable: context.abort raises")
+    await abort(context, error, metrics.REJECTED)
 
 
 class SpeechToTextService(stt_pb2_grpc.SpeechToTextServicer):
@@ -92,10 +89,10 @@ class SpeechToTextService(stt_pb2_grpc.SpeechToTextServicer):
     ) -> AsyncIterator[stt_pb2.StreamingRecognizeResponse]:
         """Config first, then audio; yields VAD, transcript and end-of-turn events."""
         runtime = await self._ready(context)
-        requests = aiter(request_iterator)
-        first = await anext(requests, None)
-        if first is None or first.WhichOneof("request") != "config":
-            await _abort(context, InvalidArgument("first request must carry config"))
+        try:
+            first, requests = await read_first(request_iterator, "config")
+        except SttError as error:
+            await _abort(context, error)
         session_id_var.set(first.config.session_id)
         try:
             config = validation.stream_config(first.config, self._settings, runtime.engine,

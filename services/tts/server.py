@@ -19,6 +19,7 @@ from services.tts.engines import TtsEngine, build_engines, build_fallback
 from services.tts.errors import InvalidArgument, TtsError, Unavailable
 from services.tts.stream import Fallback, SynthesisStream
 from voxmesh.config import TtsSettings
+from voxmesh.errors import abort, read_first
 from voxmesh.logs import session_id_var
 from voxmesh.telemetry import context_from_grpc_metadata
 from voxmesh.v1 import tts_pb2, tts_pb2_grpc
@@ -31,10 +32,7 @@ WARM_UP_TEXT = "Hello."
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: TtsError) -> NoReturn:
-    metrics.REJECTED.labels(reason=error.code.name.lower()).inc()
-    log.info("rejected", extra={"code": error.code.name, "reason": error.message})
-    await context.abort(error.code, error.message)
-    raise AssertionError("unreachable: context.abort raises")
+    await abort(context, error, metrics.REJECTED)
 
 
 class TextToSpeechService(tts_pb2_grpc.TextToSpeechServicer):
@@ -115,12 +113,10 @@ class TextToSpeechService(tts_pb2_grpc.TextToSpeechServicer):
     ) -> AsyncIterator[tts_pb2.StreamingSynthesizeResponse]:
         """Config first, then text and control; yields segments, audio and done."""
         catalog = await self._ready(context)
-        requests = aiter(request_iterator)
-        first = await anext(requests, None)
-        kind = first.WhichOneof("request") if first is not None else None
-        if first is None or kind != "config":
-            await _abort(context, InvalidArgument(
-                f"config: the first request must carry config (got {kind or 'nothing'})"))
+        try:
+            first, requests = await read_first(request_iterator, "config")
+        except TtsError as error:
+            await _abort(context, error)
         session_id_var.set(first.config.session_id)
         try:
             config = validation.stream_config(first.config, self._settings, catalog)

@@ -10,6 +10,10 @@ and client disconnects are explicit knobs and counters::
         ...
         assert fake.requests[-1]["messages"][-1]["content"] == "hi"
 
+A scripted reply may also ask for tools: ``reply`` returns ``ToolCallReply([{"name":
+"book_appointment", "arguments": {...}}])`` and the fake streams the calls exactly as
+OpenAI does (``delta.tool_calls`` fragments, finish_reason ``tool_calls``).
+
 Manual use: ``python -m tests.fake_openai --port 8081 --reply "Hello there."``.
 """
 
@@ -22,14 +26,30 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-Reply = str | Callable[[list[dict[str, Any]]], str]
-"""The scripted reply: fixed text, or a function of the request's messages."""
+
+@dataclass
+class ToolCallReply:
+    """A scripted reply that calls tools instead of answering with text.
+
+    Attributes:
+        calls: ``{"name": ..., "arguments": dict or raw JSON str}`` per call; an
+            ``"id"`` key overrides the generated call id.
+        call_ids: Ids sent for the calls, filled as they are streamed.
+    """
+
+    calls: list[dict[str, Any]]
+    call_ids: list[str] = field(default_factory=list)
+
+
+Reply = str | ToolCallReply | Callable[[list[dict[str, Any]]], "str | ToolCallReply"]
+"""The scripted reply: fixed text or tool calls, or a function of the request's messages."""
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -120,7 +140,7 @@ class FakeOpenAI:
 
     # -- behaviour ------------------------------------------------------------------------
 
-    def reply_for(self, messages: list[dict[str, Any]]) -> str:
+    def reply_for(self, messages: list[dict[str, Any]]) -> str | ToolCallReply:
         """The scripted reply to ``messages``."""
         return self.reply(messages) if callable(self.reply) else self.reply
 
@@ -140,6 +160,11 @@ class FakeOpenAI:
                 return _error_response(self.fail_with_status)
             text = self.reply_for(body.get("messages", []))
             model = body.get("model") or self.model
+            if isinstance(text, ToolCallReply):
+                if body.get("stream"):
+                    return StreamingResponse(self._sse_tools(request, model, text),
+                                             media_type="text/event-stream")
+                return JSONResponse(_tool_completion(model, text))
             if body.get("stream"):
                 return StreamingResponse(self._sse(request, model, text),
                                          media_type="text/event-stream")
@@ -170,6 +195,67 @@ class FakeOpenAI:
                 self.completed += 1
             else:
                 self.closed_early += 1
+
+    async def _sse_tools(self, request: Request, model: str,
+                         reply: ToolCallReply) -> AsyncIterator[str]:
+        """Stream tool calls as OpenAI does: id and name first, then argument fragments."""
+        chunk_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        finished = False
+        try:
+            for index, call in enumerate(reply.calls):
+                call_id = call.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+                reply.call_ids.append(call_id)
+                await asyncio.sleep(self.first_token_delay_s if index == 0 else
+                                    self.token_delay_s)
+                if await request.is_disconnected():
+                    return
+                head: dict[str, Any] = {"index": index, "id": call_id, "type": "function",
+                                        "function": {"name": call["name"], "arguments": ""}}
+                delta: dict[str, Any] = {"tool_calls": [head]}
+                if index == 0:
+                    delta = {"role": "assistant", "content": None, **delta}
+                yield _event(_chunk(chunk_id, model, delta))
+                for piece in _fragments(_arguments(call)):
+                    await asyncio.sleep(self.token_delay_s)
+                    if await request.is_disconnected():
+                        return
+                    yield _event(_chunk(chunk_id, model, {"tool_calls": [
+                        {"index": index, "function": {"arguments": piece}}]}))
+            yield _event(_chunk(chunk_id, model, {}, finish_reason="tool_calls"))
+            yield "data: [DONE]\n\n"
+            finished = True
+        finally:
+            if finished:
+                self.completed += 1
+            else:
+                self.closed_early += 1
+
+
+def _arguments(call: dict[str, Any]) -> str:
+    args = call.get("arguments", {})
+    return args if isinstance(args, str) else json.dumps(args)
+
+
+def _fragments(text: str, size: int = 7) -> list[str]:
+    """``text`` in small pieces, as models stream JSON arguments."""
+    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+
+
+def _tool_completion(model: str, reply: ToolCallReply) -> dict[str, Any]:
+    calls = []
+    for call in reply.calls:
+        call_id = call.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+        reply.call_ids.append(call_id)
+        calls.append({"id": call_id, "type": "function",
+                      "function": {"name": call["name"], "arguments": _arguments(call)}})
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
+        "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": None,
+                                             "tool_calls": calls},
+                     "logprobs": None, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
 
 
 def _event(payload: dict[str, Any]) -> str:

@@ -187,6 +187,14 @@ class LlmSettings(GrpcServiceSettings):
     agents_dir: str = Field("", description="Directory of agent YAML files; empty = ./agents.")
     default_agent: str = Field("assistant")
     history_turns: int = Field(20, description="User+assistant turns kept in the prompt.")
+    state_dir: str = Field("~/.cache/voxmesh", description="Where the default SQLite DB lives.")
+    database_url: str = Field(
+        "", description="Booking database URL; empty = sqlite:///<state_dir>/voxmesh.db."
+    )
+    bays: int = Field(3, ge=1, description="Service bays: appointments that may overlap.")
+    max_tool_steps: int = Field(
+        4, ge=1, description="Model calls with tool calls allowed per user turn."
+    )
 
 
 class OrchestratorSettings(GrpcServiceSettings):

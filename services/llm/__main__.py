@@ -16,8 +16,7 @@ async def main() -> None:
     try:
         await serve("llm", settings, service.register, service.load)
     finally:
-        if service.upstream is not None:
-            await service.upstream.aclose()
+        await service.aclose()
 
 
 if __name__ == "__main__":

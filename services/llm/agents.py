@@ -10,7 +10,9 @@ import re
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from services.llm.tools import TOOLS
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -32,6 +34,16 @@ class AgentConfig(BaseModel):
     voice: str = Field("", description="TTS voice id; empty means the TTS default.")
     speed: float = Field(1.0, gt=0.0, le=4.0, description="Speaking rate of the voice.")
     greeting: str = Field("", description="What the agent opens with; empty means nothing.")
+    tools: tuple[str, ...] = Field((), description="Names of the tools the agent may call.")
+
+    @field_validator("tools")
+    @classmethod
+    def _known_tools(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [name for name in names if name not in TOOLS]
+        if unknown:
+            raise ValueError(f"unknown tool(s) {', '.join(map(repr, unknown))} "
+                             f"(known: {', '.join(sorted(TOOLS))})")
+        return names
 
     def prompt(self, variables: dict[str, str]) -> str:
         """The system prompt with placeholders filled; unknown ones become empty."""

@@ -7,13 +7,15 @@ turn, so a reply can be corrected to what the user actually heard by turn id.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
 class _Turn:
     user: str
     assistant: str = ""
+    tool_steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 class History:
@@ -41,16 +43,23 @@ class History:
         if turn is not None:
             turn.assistant = text
 
+    def add_tool_step(self, turn_id: str, messages: list[dict[str, Any]]) -> None:
+        """Record an assistant ``tool_calls`` message and its tool results for a turn."""
+        turn = self._turns.get(turn_id)
+        if turn is not None:
+            turn.tool_steps.extend(messages)
+
     def reply(self, turn_id: str) -> str | None:
         """The assistant's recorded reply to a turn, or None for an unknown turn."""
         turn = self._turns.get(turn_id)
         return None if turn is None else turn.assistant
 
-    def messages(self) -> list[dict[str, str]]:
+    def messages(self) -> list[dict[str, Any]]:
         """Chat messages for the upstream: system prompt first, empty replies left out."""
-        out = [{"role": "system", "content": self.system_prompt}]
+        out: list[dict[str, Any]] = [{"role": "system", "content": self.system_prompt}]
         for turn in self._turns.values():
             out.append({"role": "user", "content": turn.user})
+            out.extend(turn.tool_steps)
             if turn.assistant:
                 out.append({"role": "assistant", "content": turn.assistant})
         return out

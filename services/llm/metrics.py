@@ -30,3 +30,8 @@ ACTIVE_SESSIONS = Gauge(
     "voxmesh_llm_active_sessions",
     "Converse streams open now.",
 )
+TOOL_CALLS = Counter(
+    "voxmesh_llm_tool_calls_total",
+    "Tool call events, by tool (unknown for names not offered) and phase.",
+    ["tool", "phase"],
+)

@@ -11,7 +11,9 @@ import grpc
 
 from services.llm import metrics
 from services.llm.agents import AgentConfig, default_agents_dir, load_agents
+from services.llm.db.store import BookingStore, default_url
 from services.llm.session import DialogueSession, SessionError
+from services.llm.tools import TOOLS, ToolBox
 from services.llm.upstream import Upstream, UpstreamError
 from voxmesh.config import LlmSettings
 from voxmesh.logs import session_id_var
@@ -35,6 +37,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         self.settings = settings
         self.agents: dict[str, AgentConfig] = {}
         self.upstream: Upstream | None = None
+        self.store: BookingStore | None = None
+        self.toolboxes: dict[str, ToolBox] = {}
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         """Add this servicer to ``server``; returns the full service name."""
@@ -62,6 +66,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
                 f"VOXMESH_LLM_DEFAULT_AGENT: agent {self.settings.default_agent!r} is not in "
                 f"{directory} (known: {', '.join(sorted(agents))})"
             )
+        if any(agent.tools for agent in agents.values()):
+            await self._open_store(agents)
         upstream = Upstream(self.settings)
         models = await upstream.wait_until_ready()
         if models and self.settings.model not in models:
@@ -76,6 +82,23 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         self.agents, self.upstream = agents, upstream
         log.info("ready", extra={"agents": sorted(agents), "base_url": self.settings.base_url,
                                  "model": self.settings.model})
+
+    async def _open_store(self, agents: dict[str, AgentConfig]) -> None:
+        """Create and seed the booking database; bind each agent's tools to it."""
+        url = self.settings.database_url or default_url(self.settings.state_dir)
+        store = BookingStore(url, bays=self.settings.bays)
+        await asyncio.to_thread(store.create)
+        self.store = store
+        self.toolboxes = {name: ToolBox([TOOLS[t] for t in agent.tools], store)
+                          for name, agent in agents.items() if agent.tools}
+        log.info("booking database ready", extra={"dialect": store.engine.dialect.name})
+
+    async def aclose(self) -> None:
+        """Close the upstream client and the database pool."""
+        if self.upstream is not None:
+            await self.upstream.aclose()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.dispose)
 
     async def Converse(  # noqa: N802 - gRPC method name
         self,
@@ -104,7 +127,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         out: asyncio.Queue[Outgoing] = asyncio.Queue()
         session = DialogueSession(
             agent, dict(config.variables), self.upstream, self.settings.history_turns,
-            out.put_nowait, context_from_grpc_metadata(context.invocation_metadata()))
+            out.put_nowait, context_from_grpc_metadata(context.invocation_metadata()),
+            tools=self.toolboxes.get(agent.name), max_tool_steps=self.settings.max_tool_steps)
         log.info("conversation started", extra={"agent": agent.name})
         metrics.ACTIVE_SESSIONS.inc()
         reader = asyncio.create_task(self._read(requests, session, out))

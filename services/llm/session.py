@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from opentelemetry import propagate, trace
@@ -20,7 +21,8 @@ from opentelemetry.context import Context
 from services.llm import metrics
 from services.llm.agents import AgentConfig
 from services.llm.history import History
-from services.llm.upstream import Upstream, UpstreamError
+from services.llm.tools import ToolBox
+from services.llm.upstream import ToolCall, Upstream, UpstreamError
 from voxmesh.v1 import dialogue_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,27 @@ _STATUS_LABEL = {
     pb.TURN_STATUS_CANCELLED: "cancelled",
     pb.TURN_STATUS_FAILED: "failed",
 }
+
+_PHASE_LABEL = {
+    pb.TOOL_PHASE_STARTED: "started",
+    pb.TOOL_PHASE_COMPLETED: "completed",
+    pb.TOOL_PHASE_FAILED: "failed",
+}
+_TOO_MANY_STEPS_APOLOGY = "Sorry, I could not finish that request. Please try again."
+
+
+def _phase(ok: bool) -> pb.ToolPhase:
+    return pb.TOOL_PHASE_COMPLETED if ok else pb.TOOL_PHASE_FAILED
+
+
+def _step_messages(done: list[tuple[ToolCall, str]]) -> list[dict[str, Any]]:
+    """The assistant message asking for the calls that ran, then one result per call."""
+    if not done:
+        return []
+    return [{"role": "assistant", "content": None,
+             "tool_calls": [call.message() for call, _ in done]},
+            *({"role": "tool", "tool_call_id": call.id, "content": result}
+              for call, result in done)]
 
 
 class SessionError(Exception):
@@ -52,6 +75,7 @@ class _Generation:
     parts: list[str] = field(default_factory=list)
     first_token_s: float | None = None
     task: asyncio.Task[None] | None = None
+    cancelled: bool = False
 
     @property
     def first_token_ms(self) -> int:
@@ -71,8 +95,16 @@ class DialogueSession:
         history_turns: int,
         send: Callable[[pb.ConverseResponse], None],
         call_context: Context,
+        tools: ToolBox | None = None,
+        max_tool_steps: int = 4,
     ) -> None:
-        """Start a conversation with ``agent``, its prompt filled from ``variables``."""
+        """Start a conversation with ``agent``, its prompt filled from ``variables``.
+
+        ``tools`` are offered to the model; at most ``max_tool_steps`` model calls of
+        one turn may answer with tool calls.
+        """
+        self.tools = tools if tools else None
+        self.max_tool_steps = max_tool_steps
         self.agent = agent
         self.upstream = upstream
         self.send = send
@@ -151,27 +183,21 @@ class DialogueSession:
         gen = self._current
         if gen is None or gen.task is None:
             return
+        gen.cancelled = True  # checked before any tool runs
         gen.task.cancel()
         await asyncio.wait([gen.task])  # its own cleanup sends done CANCELLED
 
     # -- generation ------------------------------------------------------------------------
 
-    async def _generate(self, gen: _Generation, messages: list[dict[str, str]],
+    async def _generate(self, gen: _Generation, messages: list[dict[str, Any]],
                         parent: Context) -> None:
         span = tracer.start_span("llm.turn", context=parent, attributes={
             "voxmesh.agent": self.agent.name, "voxmesh.model": self.upstream.settings.model,
             "voxmesh.turn_id": gen.turn_id})
         status, error = pb.TURN_STATUS_CANCELLED, ""
         try:
-            async with self.upstream.reply(messages) as pieces:
-                async for piece in pieces:
-                    if gen.first_token_s is None:
-                        gen.first_token_s = time.perf_counter()
-                        metrics.FIRST_TOKEN.observe(gen.first_token_s - gen.received_s)
-                    gen.parts.append(piece)
-                    self.send(pb.ConverseResponse(
-                        delta=pb.TextDelta(turn_id=gen.turn_id, delta=piece)))
-            status = pb.TURN_STATUS_COMPLETED
+            error = await self._answer(gen, messages)
+            status = pb.TURN_STATUS_FAILED if error else pb.TURN_STATUS_COMPLETED
         except UpstreamError as exc:
             status, error = pb.TURN_STATUS_FAILED, exc.message
             metrics.UPSTREAM_ERRORS.labels(exc.kind).inc()
@@ -196,6 +222,69 @@ class DialogueSession:
                                          "chars": len(text), "error": error})
             if self._current is gen:
                 self._current = None
+
+    async def _answer(self, gen: _Generation, messages: list[dict[str, Any]]) -> str:
+        """Stream the reply, running the tool calls it asks for; returns an error or ""."""
+        schemas = self.tools.schemas() if self.tools else None
+        steps = 0
+        while True:
+            async with self.upstream.reply(messages, schemas) as stream:
+                async for piece in stream:
+                    self._emit_text(gen, piece)
+            calls = stream.tool_calls
+            if not calls or self.tools is None:
+                return ""
+            if steps >= self.max_tool_steps:
+                self._emit_text(gen, ("" if not gen.parts else " ") + _TOO_MANY_STEPS_APOLOGY)
+                return (f"tool step limit exceeded: the model asked for tools more than "
+                        f"VOXMESH_LLM_MAX_TOOL_STEPS={self.max_tool_steps} times")
+            steps += 1
+            step = await self._run_tools(gen, calls)
+            messages = [*messages, *step]
+
+    async def _run_tools(self, gen: _Generation, calls: list[ToolCall]) -> list[dict[str, Any]]:
+        """Run one step's calls in order; returns its messages, also kept in history.
+
+        A call is never started once the turn is cancelled; a call that ran is always
+        recorded, even when the cancel arrives while it runs.
+        """
+        assert self.tools is not None
+        done: list[tuple[ToolCall, str]] = []
+        try:
+            for call in calls:
+                if gen.cancelled:
+                    raise asyncio.CancelledError
+                self._emit_tool(gen, call, pb.TOOL_PHASE_STARTED)
+                running = asyncio.ensure_future(self.tools.execute(call.name, call.arguments))
+                try:
+                    result = await asyncio.shield(running)
+                except asyncio.CancelledError:
+                    result = await running  # it may have changed the database: keep it
+                    done.append((call, result.result_json))
+                    self._emit_tool(gen, call, _phase(result.ok), result.result_json)
+                    raise
+                done.append((call, result.result_json))
+                self._emit_tool(gen, call, _phase(result.ok), result.result_json)
+        finally:
+            step = _step_messages(done)
+            if step:
+                self.history.add_tool_step(gen.turn_id, step)
+        return step
+
+    def _emit_text(self, gen: _Generation, piece: str) -> None:
+        if gen.first_token_s is None:
+            gen.first_token_s = time.perf_counter()
+            metrics.FIRST_TOKEN.observe(gen.first_token_s - gen.received_s)
+        gen.parts.append(piece)
+        self.send(pb.ConverseResponse(delta=pb.TextDelta(turn_id=gen.turn_id, delta=piece)))
+
+    def _emit_tool(self, gen: _Generation, call: ToolCall, phase: pb.ToolPhase,
+                   result_json: str = "") -> None:
+        metrics.TOOL_CALLS.labels(call.name if self.tools and call.name in self.tools.tools
+                                  else "unknown", _PHASE_LABEL[phase]).inc()
+        self.send(pb.ConverseResponse(tool=pb.ToolActivity(
+            turn_id=gen.turn_id, call_id=call.id, name=call.name,
+            arguments_json=call.arguments, phase=phase, result_json=result_json)))
 
     def _send_done(self, turn_id: str, status: pb.TurnStatus, text: str,
                    error: str = "", first_token_ms: int = 0) -> None:

@@ -13,7 +13,8 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httpx2
 import openai
@@ -172,15 +173,19 @@ class Upstream:
         return time.perf_counter() - started
 
     @asynccontextmanager
-    async def reply(self, messages: list[dict[str, str]]) -> AsyncIterator[AsyncIterator[str]]:
+    async def reply(self, messages: list[dict[str, Any]],
+                    tools: list[dict[str, Any]] | None = None) -> AsyncIterator[ReplyStream]:
         """Open a streaming chat completion; yields an iterator of text pieces.
 
-        Leaving the block (also by cancellation) closes the HTTP response, which
-        aborts the request upstream so the model stops generating.
+        With ``tools``, the model may answer with tool calls instead: once the
+        iterator is exhausted, :attr:`ReplyStream.tool_calls` holds them, assembled
+        from the streamed fragments. Leaving the block (also by cancellation) closes
+        the HTTP response, which aborts the request upstream so the model stops.
 
         Raises:
             UpstreamError: the request failed or the stream broke.
         """
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
         try:
             stream = await self.client.chat.completions.create(
                 model=self.settings.model,
@@ -188,22 +193,69 @@ class Upstream:
                 stream=True,
                 max_tokens=self.settings.max_tokens,
                 temperature=self.settings.temperature,
+                **extra,
             )
         except openai.APIError as exc:
             raise describe_error(exc, self.settings.timeout_seconds) from exc
         try:
-            yield self._pieces(stream)
+            yield ReplyStream(stream, self.settings.timeout_seconds)
         finally:
             await stream.close()
-
-    async def _pieces(self, stream: AsyncStream[ChatCompletionChunk]) -> AsyncIterator[str]:
-        try:
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    yield chunk.choices[0].delta.content
-        except openai.APIError as exc:
-            raise describe_error(exc, self.settings.timeout_seconds) from exc
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self.client.close()
+
+
+@dataclass
+class ToolCall:
+    """One tool call of the model, assembled from streamed fragments."""
+
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+    def message(self) -> dict[str, Any]:
+        """The entry of an assistant message's ``tool_calls``."""
+        return {"id": self.id, "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass
+class ReplyStream:
+    """Text pieces of a streamed reply; its tool calls once iterated to the end.
+
+    OpenAI streams a tool call as fragments keyed by ``index``: the first carries
+    the id and the function name, the following ones pieces of the JSON arguments.
+    """
+
+    stream: AsyncStream[ChatCompletionChunk]
+    timeout_s: float
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._pieces()
+
+    async def _pieces(self) -> AsyncIterator[str]:
+        calls: dict[int, ToolCall] = {}
+        try:
+            async for chunk in self.stream:
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                if choice.finish_reason:
+                    self.finish_reason = choice.finish_reason
+                for frag in choice.delta.tool_calls or ():
+                    call = calls.setdefault(frag.index, ToolCall())
+                    call.id = frag.id or call.id
+                    if frag.function is not None:
+                        call.name += frag.function.name or ""
+                        call.arguments += frag.function.arguments or ""
+                if choice.delta.content:
+                    yield choice.delta.content
+        except openai.APIError as exc:
+            raise describe_error(exc, self.timeout_s) from exc
+        for i, call in calls.items():
+            call.id = call.id or f"call_{i}"  # some servers omit ids; results need one
+        self.tool_calls = [calls[i] for i in sorted(calls)]

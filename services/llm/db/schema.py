@@ -1,0 +1,67 @@
+"""Tables of the booking database; portable SQL only, so one URL switches to PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    Time,
+    UniqueConstraint,
+)
+from sqlalchemy import Table as _Table
+
+metadata = MetaData()
+
+customers = _Table(
+    "customers", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("phone", String(32), nullable=False, unique=True),
+)
+vehicles = _Table(
+    "vehicles", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", ForeignKey("customers.id"), nullable=False),
+    Column("make", String(100), nullable=False),
+    Column("model", String(100), nullable=False),
+    Column("year", Integer),
+    Column("plate", String(32)),
+)
+service_types = _Table(
+    "service_types", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("code", String(50), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("duration_minutes", Integer, nullable=False),
+    Column("price_cents", Integer, nullable=False),
+)
+opening_hours = _Table(
+    "opening_hours", metadata,
+    Column("weekday", Integer, primary_key=True),  # 0 = Monday; a missing day is closed
+    Column("opens", Time, nullable=False),
+    Column("closes", Time, nullable=False),
+)
+appointments = _Table(
+    "appointments", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("confirmation_id", String(16), nullable=False, unique=True),
+    Column("customer_id", ForeignKey("customers.id"), nullable=False),
+    Column("vehicle_id", ForeignKey("vehicles.id")),
+    Column("service_type_id", ForeignKey("service_types.id"), nullable=False),
+    Column("starts_at", DateTime, nullable=False, index=True),
+    Column("ends_at", DateTime, nullable=False),
+    Column("status", String(16), nullable=False),  # booked | cancelled
+    Column("created_at", DateTime, nullable=False),
+)
+faq = _Table(
+    "faq", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("question", Text, nullable=False),
+    Column("answer", Text, nullable=False),
+    UniqueConstraint("question"),
+)

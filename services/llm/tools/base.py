@@ -1,0 +1,96 @@
+"""A tool: a name, a pydantic model of its arguments and a blocking function.
+
+Arguments are validated before anything runs; a bad argument, a refused booking or an
+unexpected failure all become an error result for the model, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from services.llm.db.store import BookingError, BookingStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One function the model can call.
+
+    Attributes:
+        name: Function name the model uses.
+        description: What it does, for the model.
+        params: Model of the arguments; its JSON schema is sent to the model.
+        run: Blocking function of the store and validated arguments; returns the result.
+    """
+
+    name: str
+    description: str
+    params: type[BaseModel]
+    run: Callable[[BookingStore, Any], dict[str, Any]]
+
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI ``tools=`` entry."""
+        parameters = self.params.model_json_schema()
+        parameters.pop("title", None)
+        return {"type": "function", "function": {
+            "name": self.name, "description": self.description, "parameters": parameters}}
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """What a call produced: the JSON sent back to the model, and whether it failed."""
+
+    ok: bool
+    result_json: str
+
+
+def _error(message: str) -> ToolResult:
+    return ToolResult(False, json.dumps({"error": message}))
+
+
+class ToolBox:
+    """The tools one agent may use, bound to the store they act on."""
+
+    def __init__(self, tools: Sequence[Tool], store: BookingStore) -> None:
+        """Offer ``tools`` acting on ``store``."""
+        self.tools = {tool.name: tool for tool in tools}
+        self.store = store
+
+    def __bool__(self) -> bool:
+        return bool(self.tools)
+
+    def schemas(self) -> list[dict[str, Any]]:
+        """The ``tools=`` list of the chat completion request."""
+        return [tool.schema() for tool in self.tools.values()]
+
+    async def execute(self, name: str, arguments_json: str) -> ToolResult:
+        """Validate and run one call off the event loop; every failure is an error result."""
+        tool = self.tools.get(name)
+        if tool is None:
+            return _error(f"unknown tool {name!r} (available: {', '.join(self.tools)})")
+        try:
+            raw = json.loads(arguments_json or "{}")
+        except json.JSONDecodeError as exc:
+            return _error(f"arguments: not valid JSON ({exc.msg})")
+        try:
+            args = tool.params.model_validate(raw)
+        except ValidationError as exc:
+            return _error("; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+                for e in exc.errors()))
+        try:
+            result = await asyncio.to_thread(tool.run, self.store, args)
+        except BookingError as exc:
+            return _error(str(exc))
+        except Exception as exc:  # a database failure must not end the conversation
+            log.exception("tool failed", extra={"tool": name})
+            return _error(f"internal error in {name}: {type(exc).__name__}")
+        return ToolResult(True, json.dumps(result))

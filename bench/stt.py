@@ -469,7 +469,9 @@ def main() -> int:
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(ports=Ports.random(), services=("stt", "tts"), state_dir=Path(tmp))
+        # The corpus must be spoken by the named voices, never by the TTS fallback engine.
+        stack = Stack(ports=Ports.random(), services=("stt", "tts"), state_dir=Path(tmp),
+                      extra_env={"VOXMESH_TTS_FALLBACK_ENGINE": ""})
         print("starting stt and tts...", flush=True)
         stack.start()
         try:

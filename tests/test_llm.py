@@ -12,6 +12,7 @@ import json
 import re
 import time
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -96,13 +97,15 @@ class Conversation:
 
 
 @asynccontextmanager
-async def conversation(addr: str, agent: str = "",
-                       variables: dict[str, str] | None = None) -> AsyncIterator[Conversation]:
+async def conversation(addr: str, agent: str = "", variables: dict[str, str] | None = None,
+                       session_id: str = "") -> AsyncIterator[Conversation]:
+    """A Converse stream; a fresh session (no stored history) unless ``session_id`` is given."""
     async with grpc.aio.insecure_channel(addr) as channel:
         call = dialogue_pb2_grpc.DialogueStub(channel).Converse()
         try:
             await call.write(pb.ConverseRequest(config=pb.DialogueConfig(
-                session_id="test-session", agent=agent, variables=variables or {})))
+                session_id=session_id or f"test-{uuid.uuid4().hex}", agent=agent,
+                variables=variables or {})))
             first = await asyncio.wait_for(call.read(), 30)
             assert first is not grpc.aio.EOF and first.WhichOneof("event") == "ready"
             yield Conversation(call, first.ready)

@@ -322,7 +322,9 @@ async def test_bad_stream_order_and_size_are_rejected(tts: Stack) -> None:
 async def test_engines_and_default_voice_are_configurable(stack_factory: StackFactory) -> None:
     """VOXMESH_TTS_ENGINES picks what is loaded; VOXMESH_TTS_DEFAULT_VOICE the default."""
     stack = stack_factory(services=("tts",), extra_env={
-        "VOXMESH_TTS_ENGINES": "kokoro-onnx", "VOXMESH_TTS_DEFAULT_VOICE": "jm_kumo"})
+        "VOXMESH_TTS_ENGINES": "kokoro-onnx", "VOXMESH_TTS_DEFAULT_VOICE": "jm_kumo",
+        # A loaded CI machine must not hand Kokoro's segments to the espeak fallback here.
+        "VOXMESH_TTS_PRIMARY_TIMEOUT_MS": "60000"})
     addr = stack.addr("tts")
     async with grpc.aio.insecure_channel(addr) as channel:
         reply = await tts_pb2_grpc.TextToSpeechStub(channel).ListVoices(tts_pb2.ListVoicesRequest())

@@ -187,6 +187,12 @@ class LlmSettings(GrpcServiceSettings):
     agents_dir: str = Field("", description="Directory of agent YAML files; empty = ./agents.")
     default_agent: str = Field("assistant")
     history_turns: int = Field(20, description="User+assistant turns kept in the prompt.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Conversation memory; empty = in memory only."
+    )
+    history_ttl_seconds: int = Field(
+        86400, ge=1, description="A session's history expires this long after its last turn."
+    )
     state_dir: str = Field("~/.cache/voxmesh", description="Where the default SQLite DB lives.")
     database_url: str = Field(
         "", description="Booking database URL; empty = sqlite:///<state_dir>/voxmesh.db."

@@ -136,6 +136,7 @@ class Stack:
             VOXMESH_GATEWAY_ORCHESTRATOR_ADDR=self.addr("orchestrator"),
             VOXMESH_LLM_BASE_URL=self.llm_base_url,
             VOXMESH_LLM_STATE_DIR=str(self.state_dir),  # where the booking database lives
+            VOXMESH_LLM_REDIS_URL=self.redis_url,  # conversation memory
         )
         for name in ("stt", "llm", "tts", "orchestrator"):
             port = getattr(p, name)

@@ -1,7 +1,9 @@
 """A conversation's history as the model sees it: system prompt, then user/assistant turns.
 
-Kept per session in memory for now (issue #5 moves it to Redis). Each entry is one
-turn, so a reply can be corrected to what the user actually heard by turn id.
+Each entry is one turn, so a reply can be corrected to what the user actually heard by
+turn id. :meth:`History.entries` and :meth:`History.restore` convert to and from the flat
+message list that :mod:`services.llm.memory` keeps in Redis (without the system prompt,
+which is rebuilt from the agent).
 """
 
 from __future__ import annotations
@@ -10,12 +12,30 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+TURN_ID = "turn_id"
+"""Key added to each stored message naming its turn; never sent upstream."""
+
 
 @dataclass
 class _Turn:
     user: str
+    turn_id: str
     assistant: str = ""
     tool_steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def trim_turns(entries: list[dict[str, Any]], max_turns: int) -> list[dict[str, Any]]:
+    """The messages of the last ``max_turns`` turns of a flat message list.
+
+    A turn starts at a user message and holds everything up to the next one, so a tool
+    result always stays with the assistant ``tool_calls`` message before it; messages
+    before the first user message (no turn to belong to) are dropped.
+    """
+    starts = [i for i, m in enumerate(entries) if m.get("role") == "user"]
+    if not starts:
+        return []
+    keep_from = starts[-max(1, max_turns):][0]
+    return entries[keep_from:]
 
 
 class History:
@@ -33,7 +53,7 @@ class History:
     def add_user(self, turn_id: str, text: str) -> None:
         """Append the user's words of a new turn, dropping the oldest turns past the cap."""
         self._turns.pop(turn_id, None)  # a reused id starts over at the end
-        self._turns[turn_id] = _Turn(user=text)
+        self._turns[turn_id] = _Turn(user=text, turn_id=turn_id)
         while len(self._turns) > self.max_turns:
             self._turns.popitem(last=False)
 
@@ -63,3 +83,36 @@ class History:
             if turn.assistant:
                 out.append({"role": "assistant", "content": turn.assistant})
         return out
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The turns as flat chat messages, each tagged with its ``turn_id``, for storage."""
+        out: list[dict[str, Any]] = []
+        for turn in self._turns.values():
+            tag = {TURN_ID: turn.turn_id}
+            out.append({"role": "user", "content": turn.user, **tag})
+            out.extend({**m, **tag} for m in turn.tool_steps)
+            if turn.assistant:
+                out.append({"role": "assistant", "content": turn.assistant, **tag})
+        return out
+
+    def restore(self, entries: list[dict[str, Any]]) -> None:
+        """Replace the turns with stored :meth:`entries`, keeping the last ``max_turns``.
+
+        Restored turns are filed under private keys, so a new stream that reuses a turn id
+        (clients often count from 1 again) appends a turn instead of replacing an old one.
+        """
+        self._turns.clear()
+        current: _Turn | None = None
+        for entry in trim_turns(entries, self.max_turns):
+            message = {k: v for k, v in entry.items() if k != TURN_ID}
+            role = message.get("role")
+            if role == "user":
+                current = _Turn(user=str(message.get("content") or ""),
+                                turn_id=str(entry.get(TURN_ID) or ""))
+                self._turns[f"\0restored{len(self._turns)}"] = current
+            elif current is None:
+                continue
+            elif role == "assistant" and not message.get("tool_calls"):
+                current.assistant = str(message.get("content") or "")
+            elif role in ("assistant", "tool"):
+                current.tool_steps.append(message)

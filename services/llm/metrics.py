@@ -35,3 +35,7 @@ TOOL_CALLS = Counter(
     "Tool call events, by tool (unknown for names not offered) and phase.",
     ["tool", "phase"],
 )
+MEMORY_ERRORS = Counter(
+    "voxmesh_llm_memory_errors_total",
+    "Failed loads and saves of conversation history in Redis (the dialogue goes on).",
+)

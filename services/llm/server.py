@@ -12,6 +12,7 @@ import grpc
 from services.llm import metrics
 from services.llm.agents import AgentConfig, default_agents_dir, load_agents
 from services.llm.db.store import BookingStore, default_url
+from services.llm.memory import Memory
 from services.llm.session import DialogueSession, SessionError
 from services.llm.tools import TOOLS, ToolBox
 from services.llm.upstream import Upstream, UpstreamError
@@ -39,6 +40,9 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         self.upstream: Upstream | None = None
         self.store: BookingStore | None = None
         self.toolboxes: dict[str, ToolBox] = {}
+        self.memory: Memory | None = (
+            Memory(settings.redis_url, settings.history_ttl_seconds) if settings.redis_url
+            else None)
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         """Add this servicer to ``server``; returns the full service name."""
@@ -99,6 +103,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             await self.upstream.aclose()
         if self.store is not None:
             await asyncio.to_thread(self.store.dispose)
+        if self.memory is not None:
+            await self.memory.aclose()
 
     async def Converse(  # noqa: N802 - gRPC method name
         self,
@@ -128,8 +134,10 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         session = DialogueSession(
             agent, dict(config.variables), self.upstream, self.settings.history_turns,
             out.put_nowait, context_from_grpc_metadata(context.invocation_metadata()),
-            tools=self.toolboxes.get(agent.name), max_tool_steps=self.settings.max_tool_steps)
-        log.info("conversation started", extra={"agent": agent.name})
+            tools=self.toolboxes.get(agent.name), max_tool_steps=self.settings.max_tool_steps,
+            memory=self.memory, session_id=config.session_id)
+        restored = await session.load()
+        log.info("conversation started", extra={"agent": agent.name, "restored_turns": restored})
         metrics.ACTIVE_SESSIONS.inc()
         reader = asyncio.create_task(self._read(requests, session, out))
         try:

@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from services.llm import metrics
 from services.llm.agents import AgentConfig
 from services.llm.history import History
+from services.llm.memory import Memory
 from services.llm.tools import ToolBox
 from services.llm.upstream import ToolCall, Upstream, UpstreamError
 from voxmesh.v1 import dialogue_pb2 as pb
@@ -97,11 +98,14 @@ class DialogueSession:
         call_context: Context,
         tools: ToolBox | None = None,
         max_tool_steps: int = 4,
+        memory: Memory | None = None,
+        session_id: str = "",
     ) -> None:
         """Start a conversation with ``agent``, its prompt filled from ``variables``.
 
         ``tools`` are offered to the model; at most ``max_tool_steps`` model calls of
-        one turn may answer with tool calls.
+        one turn may answer with tool calls. With ``memory``, the history of
+        ``session_id`` is kept in Redis at each turn boundary (see :meth:`load`).
         """
         self.tools = tools if tools else None
         self.max_tool_steps = max_tool_steps
@@ -110,7 +114,24 @@ class DialogueSession:
         self.send = send
         self.call_context = call_context
         self.history = History(agent.prompt(variables), history_turns)
+        self.memory = memory
+        self.session_id = session_id
+        self._save_lock = asyncio.Lock()
         self._current: _Generation | None = None
+
+    async def load(self) -> int:
+        """Continue the stored conversation of this session, if any; returns its turns."""
+        if self.memory is not None:
+            self.history.restore(await self.memory.load(self.session_id))
+        return len(self.history)
+
+    async def _save(self) -> None:
+        """Store the history as it is now (never raises; Redis errors are counted)."""
+        if self.memory is None:
+            return
+        async with self._save_lock:
+            # Snapshot under the lock, so the last write always holds the latest state.
+            await self.memory.save(self.session_id, self.history.entries())
 
     def ready(self) -> pb.ConverseResponse:
         """The ``ready`` event confirming the agent."""
@@ -170,6 +191,7 @@ class DialogueSession:
         gen.task = asyncio.create_task(self._generate(gen, self.history.messages(), parent),
                                        name=f"llm-turn-{turn.turn_id}")
         self._current = gen
+        await self._save()  # after the reply started: the first token does not wait on Redis
 
     async def _on_heard(self, report: pb.HeardReport) -> None:
         if report.is_complete:
@@ -178,6 +200,7 @@ class DialogueSession:
         await self.cancel(report.turn_id)
         if self.history.reply(report.turn_id) is not None:
             self.history.set_reply(report.turn_id, report.heard_text)
+            await self._save()
 
     async def _cancel_current(self) -> None:
         gen = self._current
@@ -208,6 +231,12 @@ class DialogueSession:
             # Also runs on cancellation: the partial reply is kept and reported.
             text = "".join(gen.parts)
             self.history.set_reply(gen.turn_id, text)
+            # Stored before ``done`` goes out, so a client that saw ``done`` finds the reply
+            # in a new stream; shielded, so closing the stream now cannot lose it.
+            try:
+                await asyncio.shield(self._save())
+            except asyncio.CancelledError:
+                pass  # cancelled again meanwhile: the save goes on; done must still go out
             self._send_done(gen.turn_id, status, text, error, gen.first_token_ms)
             label = _STATUS_LABEL[status]
             metrics.TURNS.labels(label).inc()

@@ -1,0 +1,88 @@
+"""Conversation memory in Redis, so a session survives its stream and this service.
+
+One Redis list per session, ``voxmesh:history:{session_id}``, one JSON chat message per
+entry (the system prompt is not stored). Each save replaces the whole list in one
+transaction and refreshes its TTL: at most ``history_turns`` turns, so it stays small,
+and a trimmed or corrected history can never be half written. Redis being down never
+fails a dialogue: failures are logged and counted, and the stream goes on with its
+in-memory history.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from services.llm import metrics
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT_S = 1.0
+"""Socket timeouts: a hung Redis delays a turn boundary by at most about this."""
+
+
+def history_key(session_id: str) -> str:
+    """The Redis key of a session's history."""
+    return f"voxmesh:history:{session_id}"
+
+
+class Memory:
+    """Loads and saves per-session histories; every method swallows Redis errors."""
+
+    def __init__(self, url: str, ttl_s: int) -> None:
+        """Connect lazily to ``url``; saved histories expire ``ttl_s`` after the last write."""
+        self.url = url
+        self.ttl_s = ttl_s
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S,
+            decode_responses=True)
+
+    async def load(self, session_id: str) -> list[dict[str, Any]]:
+        """The stored messages of ``session_id``; empty when none, or Redis failed."""
+        if not session_id:
+            return []
+        try:
+            raw = await self._client.lrange(history_key(session_id), 0, -1)  # type: ignore[misc]
+        except (RedisError, OSError) as exc:
+            self._failed("load", exc)
+            return []
+        out: list[dict[str, Any]] = []
+        for item in raw:
+            try:
+                message = json.loads(item)
+            except ValueError:
+                continue  # a corrupt entry costs one message, not the conversation
+            if isinstance(message, dict):
+                out.append(message)
+        return out
+
+    async def save(self, session_id: str, entries: list[dict[str, Any]]) -> bool:
+        """Replace the stored messages of ``session_id``; False when Redis failed."""
+        if not session_id:
+            return True
+        key = history_key(session_id)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                if entries:
+                    pipe.rpush(key, *(json.dumps(e, ensure_ascii=False) for e in entries))
+                    pipe.expire(key, self.ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("save", exc)
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    @staticmethod
+    def _failed(op: str, exc: Exception) -> None:
+        metrics.MEMORY_ERRORS.inc()
+        log.warning("conversation memory unavailable; going on without it",
+                    extra={"op": op, "error": repr(exc)})

@@ -19,6 +19,7 @@ import grpc
 import pytest
 import redis
 
+from services.llm.router import CLASSIFIER_HEADER
 from tests.fake_openai import FakeOpenAI
 from tests.support import normalize_words, rms, speak, word_error_rate
 from voxmesh.client import RealtimeClient
@@ -38,7 +39,10 @@ STORY = (
 
 
 def scripted_reply(messages: list[dict[str, Any]]) -> str:
-    """The fake LLM's answers: a long story on request, else the opening hours."""
+    """The fake LLM's answers: routing JSON for the router's classifier, a long story on
+    request, else the opening hours."""
+    if messages and str(messages[0].get("content", "")).startswith(CLASSIFIER_HEADER):
+        return json.dumps({"intent": "test_drive", "confidence": 0.95})
     last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
     return STORY if "story" in last_user.lower() else ANSWER
 
@@ -58,7 +62,9 @@ def traces_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stack(stack_factory: Any, fake_llm: FakeOpenAI, traces_dir: Path) -> Stack:
     return stack_factory(
         llm_base_url=fake_llm.base_url,
-        extra_env={"VOXMESH_TRACES": f"file:{traces_dir}/{{service}}.jsonl"},
+        extra_env={"VOXMESH_TRACES": f"file:{traces_dir}/{{service}}.jsonl",
+                   # Kokoro must speak the concierge's turns even on a loaded machine.
+                   "VOXMESH_TTS_PRIMARY_TIMEOUT_MS": "60000"},
     )
 
 
@@ -293,3 +299,33 @@ async def test_dead_tts_gives_a_precise_error_and_the_session_goes_on(
     assert "synthesis" in errors[0].message
     assert [d.status for d in dones] == ["failed", "failed"]
     assert ANSWER in texts  # the reply text still reached the client
+
+
+async def test_handoff_switches_agent_and_voice(stack: Stack, traces_dir: Path) -> None:
+    """The router hands a test-drive request to the concierge, whose Kokoro voice answers."""
+    async with RealtimeClient(ws_url(stack)) as client:
+        started = await client.start(agent="router")
+        await client.send("input_text", text="I would like to test drive the new hatchback.")
+        done = await client.wait_for(lambda e: e["type"] == "response.done", 60)
+    assert done["status"] == "completed"
+    assert rms(client.received.audio_bytes()) > 0.02
+
+    entries = await wait_for_audit(stack, started["session_id"], "response.done")
+    handoff = next(e for e in entries if e["type"] == "handoff")
+    assert handoff["turn_id"] == done["turn_id"]
+    assert (handoff["data"]["from_agent"], handoff["data"]["to_agent"]) == ("router", "concierge")
+    assert handoff["data"]["voice"] == "jf_alpha"
+
+    # Every segment of the reply was synthesized by Kokoro (jf_alpha), not the default voice.
+    deadline = time.monotonic() + 10
+    engines: set[str] = set()
+    while not engines and time.monotonic() < deadline:
+        await asyncio.sleep(0.3)
+        orchestrator = [json.loads(line) for line in
+                        (traces_dir / "orchestrator.jsonl").read_text().splitlines()]
+        trace_ids = {s["context"]["trace_id"] for s in orchestrator if s["name"] == "turn"
+                     and s["attributes"].get("voxmesh.turn_id") == done["turn_id"]}
+        engines = {s["attributes"]["voxmesh.engine"]
+                   for s in map(json.loads, (traces_dir / "tts.jsonl").read_text().splitlines())
+                   if s["name"] == "tts.synthesize" and s["context"]["trace_id"] in trace_ids}
+    assert engines == {"kokoro-onnx"}

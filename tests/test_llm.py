@@ -242,7 +242,8 @@ async def test_unknown_agent_and_misplaced_config_are_rejected(stack: Stack) -> 
             await call.read()
 
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
-    assert unknown.value.details() == "unknown agent 'nope' (known: assistant, booking, concierge)"
+    assert unknown.value.details() == (
+        "unknown agent 'nope' (known: assistant, booking, concierge, router)")
     assert no_config.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "config" in (no_config.value.details() or "")
     assert twice.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -201,6 +201,10 @@ class LlmSettings(GrpcServiceSettings):
     max_tool_steps: int = Field(
         4, ge=1, description="Model calls with tool calls allowed per user turn."
     )
+    route_min_confidence: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Below this classifier confidence, routing falls back to keywords.",
+    )
 
 
 class OrchestratorSettings(GrpcServiceSettings):

@@ -21,6 +21,19 @@ class AgentError(ValueError):
     """An agent file is missing, unreadable or invalid; the message names file and field."""
 
 
+class Route(BaseModel):
+    """One intent a routing agent recognises, and the agent that handles it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    intent: str = Field(min_length=1, pattern=r"^[a-z0-9_]+$",
+                        description="Label the classifier answers with.")
+    agent: str = Field(min_length=1, description="Agent that answers turns of this intent.")
+    description: str = Field("", description="What the intent covers; shown to the classifier.")
+    keywords: tuple[str, ...] = Field((), description="Words that signal the intent "
+                                      "when the classifier's answer is unusable.")
+
+
 class AgentConfig(BaseModel):
     """One agent, as written in ``agents/<name>.yaml``."""
 
@@ -35,6 +48,8 @@ class AgentConfig(BaseModel):
     speed: float = Field(1.0, gt=0.0, le=4.0, description="Speaking rate of the voice.")
     greeting: str = Field("", description="What the agent opens with; empty means nothing.")
     tools: tuple[str, ...] = Field((), description="Names of the tools the agent may call.")
+    routes: tuple[Route, ...] = Field((), description="Intents that hand the conversation "
+                                      "to another agent; empty means no routing.")
 
     @field_validator("tools")
     @classmethod
@@ -44,6 +59,15 @@ class AgentConfig(BaseModel):
             raise ValueError(f"unknown tool(s) {', '.join(map(repr, unknown))} "
                              f"(known: {', '.join(sorted(TOOLS))})")
         return names
+
+    @field_validator("routes")
+    @classmethod
+    def _distinct_intents(cls, routes: tuple[Route, ...]) -> tuple[Route, ...]:
+        intents = [route.intent for route in routes]
+        duplicates = sorted({i for i in intents if intents.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"intent(s) {', '.join(map(repr, duplicates))} listed twice")
+        return routes
 
     def prompt(self, variables: dict[str, str]) -> str:
         """The system prompt with placeholders filled; unknown ones become empty."""
@@ -101,6 +125,13 @@ def load_agents(directory: Path) -> dict[str, AgentConfig]:
         sources[agent.name] = path
     if not agents:
         raise AgentError(f"agents directory {directory} has no *.yaml agent files")
+    for name, agent in agents.items():
+        for index, route in enumerate(agent.routes):
+            if route.agent not in agents:
+                raise AgentError(
+                    f"{sources[name]}: field 'routes.{index}.agent': unknown agent "
+                    f"{route.agent!r} (known: {', '.join(sorted(agents))})"
+                )
     return agents
 
 

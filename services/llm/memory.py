@@ -30,6 +30,11 @@ def history_key(session_id: str) -> str:
     return f"voxmesh:history:{session_id}"
 
 
+def agent_key(session_id: str) -> str:
+    """The Redis key of the agent a session was handed to."""
+    return f"voxmesh:agent:{session_id}"
+
+
 class Memory:
     """Loads and saves per-session histories; every method swallows Redis errors."""
 
@@ -74,6 +79,27 @@ class Memory:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed("save", exc)
+            return False
+        return True
+
+    async def load_agent(self, session_id: str) -> str:
+        """The agent ``session_id`` was last handed to; "" when none, or Redis failed."""
+        if not session_id:
+            return ""
+        try:
+            return str(await self._client.get(agent_key(session_id)) or "")
+        except (RedisError, OSError) as exc:
+            self._failed("load_agent", exc)
+            return ""
+
+    async def save_agent(self, session_id: str, agent: str) -> bool:
+        """Remember the agent ``session_id`` talks to now; False when Redis failed."""
+        if not session_id:
+            return True
+        try:
+            await self._client.set(agent_key(session_id), agent, ex=self.ttl_s)
+        except (RedisError, OSError) as exc:
+            self._failed("save_agent", exc)
             return False
         return True
 

@@ -39,3 +39,8 @@ MEMORY_ERRORS = Counter(
     "voxmesh_llm_memory_errors_total",
     "Failed loads and saves of conversation history in Redis (the dialogue goes on).",
 )
+ROUTES = Counter(
+    "voxmesh_llm_routes_total",
+    "Routing decisions on user turns, by agent before and after (equal: no handoff).",
+    ["from_agent", "to_agent"],
+)

@@ -13,6 +13,7 @@ from services.llm import metrics
 from services.llm.agents import AgentConfig, default_agents_dir, load_agents
 from services.llm.db.store import BookingStore, default_url
 from services.llm.memory import Memory
+from services.llm.router import Router
 from services.llm.session import DialogueSession, SessionError
 from services.llm.tools import TOOLS, ToolBox
 from services.llm.upstream import Upstream, UpstreamError
@@ -135,7 +136,9 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             agent, dict(config.variables), self.upstream, self.settings.history_turns,
             out.put_nowait, context_from_grpc_metadata(context.invocation_metadata()),
             tools=self.toolboxes.get(agent.name), max_tool_steps=self.settings.max_tool_steps,
-            memory=self.memory, session_id=config.session_id)
+            memory=self.memory, session_id=config.session_id, agents=self.agents,
+            toolboxes=self.toolboxes,
+            router=Router(self.upstream, self.settings.route_min_confidence))
         restored = await session.load()
         log.info("conversation started", extra={"agent": agent.name, "restored_turns": restored})
         metrics.ACTIVE_SESSIONS.inc()

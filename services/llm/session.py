@@ -22,6 +22,7 @@ from services.llm import metrics
 from services.llm.agents import AgentConfig
 from services.llm.history import History
 from services.llm.memory import Memory
+from services.llm.router import Router
 from services.llm.tools import ToolBox
 from services.llm.upstream import ToolCall, Upstream, UpstreamError
 from voxmesh.v1 import dialogue_pb2 as pb
@@ -100,12 +101,17 @@ class DialogueSession:
         max_tool_steps: int = 4,
         memory: Memory | None = None,
         session_id: str = "",
+        agents: dict[str, AgentConfig] | None = None,
+        toolboxes: dict[str, ToolBox] | None = None,
+        router: Router | None = None,
     ) -> None:
         """Start a conversation with ``agent``, its prompt filled from ``variables``.
 
         ``tools`` are offered to the model; at most ``max_tool_steps`` model calls of
         one turn may answer with tool calls. With ``memory``, the history of
         ``session_id`` is kept in Redis at each turn boundary (see :meth:`load`).
+        With ``router``, each turn to an agent that has routes is classified and may be
+        handed to another of ``agents`` (with its tools from ``toolboxes``).
         """
         self.tools = tools if tools else None
         self.max_tool_steps = max_tool_steps
@@ -113,6 +119,10 @@ class DialogueSession:
         self.upstream = upstream
         self.send = send
         self.call_context = call_context
+        self.variables = variables
+        self.agents = agents or {agent.name: agent}
+        self.toolboxes = toolboxes or {}
+        self.router = router
         self.history = History(agent.prompt(variables), history_turns)
         self.memory = memory
         self.session_id = session_id
@@ -123,7 +133,16 @@ class DialogueSession:
         """Continue the stored conversation of this session, if any; returns its turns."""
         if self.memory is not None:
             self.history.restore(await self.memory.load(self.session_id))
+            stored = await self.memory.load_agent(self.session_id)
+            if stored in self.agents and stored != self.agent.name:
+                self._switch(self.agents[stored])  # a handoff survives its stream
         return len(self.history)
+
+    def _switch(self, agent: AgentConfig) -> None:
+        """Answer from now on as ``agent``: its prompt, tools and voice; history stays."""
+        self.agent = agent
+        self.tools = self.toolboxes.get(agent.name) or None
+        self.history.system_prompt = agent.prompt(self.variables)
 
     async def _save(self) -> None:
         """Store the history as it is now (never raises; Redis errors are counted)."""
@@ -188,7 +207,7 @@ class DialogueSession:
         gen = _Generation(turn.turn_id, received_s)
         parent = propagate.extract(dict(turn.trace_context)) if turn.trace_context else (
             self.call_context)
-        gen.task = asyncio.create_task(self._generate(gen, self.history.messages(), parent),
+        gen.task = asyncio.create_task(self._generate(gen, turn.text, parent),
                                        name=f"llm-turn-{turn.turn_id}")
         self._current = gen
         await self._save()  # after the reply started: the first token does not wait on Redis
@@ -212,14 +231,15 @@ class DialogueSession:
 
     # -- generation ------------------------------------------------------------------------
 
-    async def _generate(self, gen: _Generation, messages: list[dict[str, Any]],
-                        parent: Context) -> None:
+    async def _generate(self, gen: _Generation, text: str, parent: Context) -> None:
         span = tracer.start_span("llm.turn", context=parent, attributes={
             "voxmesh.agent": self.agent.name, "voxmesh.model": self.upstream.settings.model,
             "voxmesh.turn_id": gen.turn_id})
         status, error = pb.TURN_STATUS_CANCELLED, ""
         try:
-            error = await self._answer(gen, messages)
+            if self.router is not None and self.agent.routes:
+                await self._route(gen, text, span)
+            error = await self._answer(gen, self.history.messages())
             status = pb.TURN_STATUS_FAILED if error else pb.TURN_STATUS_COMPLETED
         except UpstreamError as exc:
             status, error = pb.TURN_STATUS_FAILED, exc.message
@@ -251,6 +271,29 @@ class DialogueSession:
                                          "chars": len(text), "error": error})
             if self._current is gen:
                 self._current = None
+
+    async def _route(self, gen: _Generation, text: str, span: trace.Span) -> None:
+        """Classify the turn; hand the conversation over before any of the reply is sent."""
+        assert self.router is not None
+        decision = await self.router.classify(self.agent, text)
+        span.set_attribute("voxmesh.intent", decision.intent)
+        span.set_attribute("voxmesh.route_confidence", decision.confidence)
+        span.set_attribute("voxmesh.route_source", decision.source)
+        before = self.agent
+        target = self.agents.get(decision.route.agent) if decision.route else None
+        after = target or before
+        metrics.ROUTES.labels(before.name, after.name).inc()
+        if after.name == before.name:
+            return
+        self._switch(after)
+        span.set_attribute("voxmesh.agent", after.name)
+        log.info("handoff", extra={"turn_id": gen.turn_id, "from_agent": before.name,
+                                   "to_agent": after.name, "reason": decision.reason()})
+        self.send(pb.ConverseResponse(handoff=pb.Handoff(
+            turn_id=gen.turn_id, from_agent=before.name, to_agent=after.name,
+            voice=after.voice, speed=after.speed, reason=decision.reason())))
+        if self.memory is not None:
+            await self.memory.save_agent(self.session_id, after.name)
 
     async def _answer(self, gen: _Generation, messages: list[dict[str, Any]]) -> str:
         """Stream the reply, running the tool calls it asks for; returns an error or ""."""

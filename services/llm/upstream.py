@@ -172,6 +172,25 @@ class Upstream:
             raise describe_error(exc, self.settings.timeout_seconds) from exc
         return time.perf_counter() - started
 
+    async def complete(self, messages: list[dict[str, Any]], max_tokens: int) -> str:
+        """One non-streamed chat completion at temperature 0; returns its text.
+
+        Raises:
+            UpstreamError: the request failed.
+        """
+        try:
+            response = await self.client.chat.completions.create(
+                model=self.settings.model,
+                messages=cast("list[ChatCompletionMessageParam]", messages),
+                max_tokens=max_tokens,
+                temperature=0.0,
+            )
+        except openai.APIError as exc:
+            raise describe_error(exc, self.settings.timeout_seconds) from exc
+        if not response.choices:
+            return ""
+        return response.choices[0].message.content or ""
+
     @asynccontextmanager
     async def reply(self, messages: list[dict[str, Any]],
                     tools: list[dict[str, Any]] | None = None) -> AsyncIterator[ReplyStream]:

@@ -359,7 +359,16 @@ class Session:
         if turn.cancelled:  # barged in while the turn was being sent
             return
         # Open the TTS stream now so the first text delta goes straight to synthesis.
-        tts_call = self.down.tts.StreamingSynthesize(metadata=tts_metadata)
+        turn.tts_metadata = tts_metadata
+        await self._open_tts(turn)
+
+    async def _open_tts(self, turn: Turn) -> None:
+        """(Re)open the turn's synthesis stream with the session's current voice."""
+        if turn.tts is not None:  # a handoff changed the voice before any text was spoken
+            turn.tts.call.cancel()
+            if turn.tts_task is not None:
+                turn.tts_task.cancel()
+        tts_call = self.down.tts.StreamingSynthesize(metadata=turn.tts_metadata)
         turn.tts = StreamWriter(tts_call)
         await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(config=tts_pb2.SynthesisConfig(
             voice=self.voice, speed=self.speed, sample_rate_hertz=self.output_rate,
@@ -433,6 +442,16 @@ class Session:
             self.send(response_text=pb.ResponseText(turn_id=turn.turn_id, delta=event.delta.delta))
             assert turn.tts is not None
             await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(text=event.delta.delta))
+        elif kind == "handoff":
+            handoff = event.handoff
+            self.voice, self.speed = handoff.voice, handoff.speed
+            self.record("handoff", handoff.turn_id, component="llm",
+                        from_agent=handoff.from_agent, to_agent=handoff.to_agent,
+                        voice=handoff.voice, reason=handoff.reason)
+            turn = self.turns.get(handoff.turn_id)
+            # The handoff precedes the turn's first text: speak the reply in the new voice.
+            if turn is not None and not turn.finished and turn.tts is not None:
+                await self._open_tts(turn)
         elif kind == "tool":
             tool = event.tool
             self.record("tool", tool.turn_id, component="llm", call_id=tool.call_id,

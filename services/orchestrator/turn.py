@@ -42,6 +42,7 @@ class Turn:
     cancelled: bool = False
     finished: bool = False
     tts: StreamWriter | None = None
+    tts_metadata: list[tuple[str, str]] = field(default_factory=list)
     tts_task: asyncio.Task[None] | None = None
     llm_span: Span | None = None
     tts_span: Span | None = None

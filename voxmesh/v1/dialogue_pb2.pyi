@@ -143,14 +143,32 @@ class TurnComplete(_message.Message):
     first_token_ms: int
     def __init__(self, turn_id: _Optional[str] = ..., status: _Optional[_Union[TurnStatus, str]] = ..., text: _Optional[str] = ..., error_message: _Optional[str] = ..., first_token_ms: _Optional[int] = ...) -> None: ...
 
+class Handoff(_message.Message):
+    __slots__ = ("turn_id", "from_agent", "to_agent", "voice", "speed", "reason")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_AGENT_FIELD_NUMBER: _ClassVar[int]
+    TO_AGENT_FIELD_NUMBER: _ClassVar[int]
+    VOICE_FIELD_NUMBER: _ClassVar[int]
+    SPEED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    turn_id: str
+    from_agent: str
+    to_agent: str
+    voice: str
+    speed: float
+    reason: str
+    def __init__(self, turn_id: _Optional[str] = ..., from_agent: _Optional[str] = ..., to_agent: _Optional[str] = ..., voice: _Optional[str] = ..., speed: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class ConverseResponse(_message.Message):
-    __slots__ = ("ready", "delta", "tool", "done")
+    __slots__ = ("ready", "delta", "tool", "done", "handoff")
     READY_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    HANDOFF_FIELD_NUMBER: _ClassVar[int]
     ready: ConversationReady
     delta: TextDelta
     tool: ToolActivity
     done: TurnComplete
-    def __init__(self, ready: _Optional[_Union[ConversationReady, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool: _Optional[_Union[ToolActivity, _Mapping]] = ..., done: _Optional[_Union[TurnComplete, _Mapping]] = ...) -> None: ...
+    handoff: Handoff
+    def __init__(self, ready: _Optional[_Union[ConversationReady, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool: _Optional[_Union[ToolActivity, _Mapping]] = ..., done: _Optional[_Union[TurnComplete, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ...) -> None: ...

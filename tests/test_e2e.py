@@ -139,6 +139,9 @@ async def test_spoken_question_gets_a_spoken_answer(stack: Stack, traces_dir: Pa
     reply_text = "".join(e["delta"] for e in received.of_type("response.text")
                          if e["turn_id"] == turn_id)
     assert reply_text == ANSWER
+    # The agent's final transcript line arrives before response.done.
+    assert [e["text"] for e in received.of_type("transcript")
+            if e["role"] == "assistant" and e["final"]] == [ANSWER]
     states = [e["state"] for e in received.of_type("state")]
     assert states[:1] == ["listening"]
     assert "thinking" in states and "speaking" in states

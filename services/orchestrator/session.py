@@ -401,10 +401,11 @@ class Session:
 
     def _end_turn(self, turn: Turn, status: str, assistant_text: str) -> None:
         turn.finished = True
-        self.send(response_done=pb.ResponseDone(turn_id=turn.turn_id, status=status))
+        # The final assistant line first: a client may stop reading at response.done.
         if assistant_text:
             self.send(transcript=pb.TranscriptEvent(role=pb.ROLE_ASSISTANT, text=assistant_text,
                                                     is_final=True, turn_id=turn.turn_id))
+        self.send(response_done=pb.ResponseDone(turn_id=turn.turn_id, status=status))
         self.record("response.done", turn.turn_id, status=status, text=turn.reply_text,
                     audio_ms=turn.samples_sent * 1000 // self.output_rate)
         metrics.TURNS.labels(status).inc()

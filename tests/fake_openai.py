@@ -162,32 +162,23 @@ class FakeOpenAI:
             model = body.get("model") or self.model
             if isinstance(text, ToolCallReply):
                 if body.get("stream"):
-                    return StreamingResponse(self._sse_tools(request, model, text),
+                    return StreamingResponse(self._counted(self._sse_tools(request, model, text)),
                                              media_type="text/event-stream")
                 return JSONResponse(_tool_completion(model, text))
             if body.get("stream"):
-                return StreamingResponse(self._sse(request, model, text),
+                return StreamingResponse(self._counted(self._sse(request, model, text)),
                                          media_type="text/event-stream")
             return JSONResponse(_completion(model, text))
 
         return app
 
-    async def _sse(self, request: Request, model: str, text: str) -> AsyncIterator[str]:
-        """Stream ``text`` word by word as chat.completion.chunk events, then ``[DONE]``."""
-        chunk_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
-        words = text.split(" ")
+    async def _counted(self, events: AsyncIterator[str]) -> AsyncIterator[str]:
+        """Pass a streamed reply through, counting it as completed or closed early."""
         finished = False
         try:
-            yield _event(_chunk(chunk_id, model, {"role": "assistant", "content": ""}))
-            for i, word in enumerate(words):
-                await asyncio.sleep(self.first_token_delay_s if i == 0 else self.token_delay_s)
-                if await request.is_disconnected():
-                    return
-                piece = word if i == 0 else " " + word
-                yield _event(_chunk(chunk_id, model, {"content": piece}))
-            yield _event(_chunk(chunk_id, model, {}, finish_reason="stop"))
-            yield "data: [DONE]\n\n"
-            finished = True
+            async for event in events:
+                yield event
+                finished = event == _DONE
         finally:
             # Runs on a normal end, on a detected disconnect and when Starlette cancels
             # the stream because the client went away.
@@ -196,39 +187,47 @@ class FakeOpenAI:
             else:
                 self.closed_early += 1
 
+    async def _sse(self, request: Request, model: str, text: str) -> AsyncIterator[str]:
+        """Stream ``text`` word by word as chat.completion.chunk events, then ``[DONE]``."""
+        chunk_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        yield _event(_chunk(chunk_id, model, {"role": "assistant", "content": ""}))
+        for i, word in enumerate(text.split(" ")):
+            await asyncio.sleep(self.first_token_delay_s if i == 0 else self.token_delay_s)
+            if await request.is_disconnected():
+                return
+            piece = word if i == 0 else " " + word
+            yield _event(_chunk(chunk_id, model, {"content": piece}))
+        yield _event(_chunk(chunk_id, model, {}, finish_reason="stop"))
+        yield _DONE
+
     async def _sse_tools(self, request: Request, model: str,
                          reply: ToolCallReply) -> AsyncIterator[str]:
         """Stream tool calls as OpenAI does: id and name first, then argument fragments."""
         chunk_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
-        finished = False
-        try:
-            for index, call in enumerate(reply.calls):
-                call_id = call.get("id") or f"call_{uuid.uuid4().hex[:24]}"
-                reply.call_ids.append(call_id)
-                await asyncio.sleep(self.first_token_delay_s if index == 0 else
-                                    self.token_delay_s)
+        for index, call in enumerate(reply.calls):
+            call_id = call.get("id") or f"call_{uuid.uuid4().hex[:24]}"
+            reply.call_ids.append(call_id)
+            await asyncio.sleep(self.first_token_delay_s if index == 0 else self.token_delay_s)
+            if await request.is_disconnected():
+                return
+            head: dict[str, Any] = {"index": index, "id": call_id, "type": "function",
+                                    "function": {"name": call["name"], "arguments": ""}}
+            delta: dict[str, Any] = {"tool_calls": [head]}
+            if index == 0:
+                delta = {"role": "assistant", "content": None, **delta}
+            yield _event(_chunk(chunk_id, model, delta))
+            for piece in _fragments(_arguments(call)):
+                await asyncio.sleep(self.token_delay_s)
                 if await request.is_disconnected():
                     return
-                head: dict[str, Any] = {"index": index, "id": call_id, "type": "function",
-                                        "function": {"name": call["name"], "arguments": ""}}
-                delta: dict[str, Any] = {"tool_calls": [head]}
-                if index == 0:
-                    delta = {"role": "assistant", "content": None, **delta}
-                yield _event(_chunk(chunk_id, model, delta))
-                for piece in _fragments(_arguments(call)):
-                    await asyncio.sleep(self.token_delay_s)
-                    if await request.is_disconnected():
-                        return
-                    yield _event(_chunk(chunk_id, model, {"tool_calls": [
-                        {"index": index, "function": {"arguments": piece}}]}))
-            yield _event(_chunk(chunk_id, model, {}, finish_reason="tool_calls"))
-            yield "data: [DONE]\n\n"
-            finished = True
-        finally:
-            if finished:
-                self.completed += 1
-            else:
-                self.closed_early += 1
+                yield _event(_chunk(chunk_id, model, {"tool_calls": [
+                    {"index": index, "function": {"arguments": piece}}]}))
+        yield _event(_chunk(chunk_id, model, {}, finish_reason="tool_calls"))
+        yield _DONE
+
+
+_DONE = "data: [DONE]\n\n"
+"""The last event of every streamed reply."""
 
 
 def _arguments(call: dict[str, Any]) -> str:

@@ -190,7 +190,8 @@ async def test_a_cancelled_tool_call_turn_never_runs_the_tool(
     args = {"service_type": "oil_change", "date": weekday_ahead(2).isoformat(),
             "time": "11:00", "name": "Never Booked", "phone": "555-0999"}
     fake.reply = ToolCallReply([{"name": "book_appointment", "arguments": args}])
-    fake.first_token_delay_s, fake.token_delay_s = 0.3, 0.05
+    # Argument fragments 2 s apart: the call cannot complete before the cancel below.
+    fake.first_token_delay_s, fake.token_delay_s = 0.3, 2.0
     closed_before = fake.closed_early
 
     async with conversation(stack.addr("llm"), agent="booking") as conv:
@@ -203,7 +204,10 @@ async def test_a_cancelled_tool_call_turn_never_runs_the_tool(
 
     assert event.done.status == pb.TURN_STATUS_CANCELLED
     assert "tool" not in events
-    await asyncio.sleep(0.5)
+    clock = asyncio.get_running_loop().time
+    deadline = clock() + 5  # the fake notices the disconnect on its next write
+    while fake.closed_early == closed_before and clock() < deadline:
+        await asyncio.sleep(0.05)
     assert fake.closed_early > closed_before
     assert appointments(db_path, "555-0999") == []
 

@@ -34,6 +34,19 @@ class Route(BaseModel):
                                       "when the classifier's answer is unusable.")
 
 
+class KnowledgeConfig(BaseModel):
+    """Which knowledge base an agent answers from, and how much of it goes in the prompt."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$",
+                      description="Knowledge base name: a directory under the knowledge root.")
+    top_k: int = Field(3, ge=1, le=20, description="Passages retrieved per user turn.")
+    min_score: float = Field(0.25, ge=-1.0, le=1.0,
+                             description="Passages scoring below this cosine similarity "
+                             "are left out of the prompt.")
+
+
 class AgentConfig(BaseModel):
     """One agent, as written in ``agents/<name>.yaml``."""
 
@@ -50,6 +63,8 @@ class AgentConfig(BaseModel):
     tools: tuple[str, ...] = Field((), description="Names of the tools the agent may call.")
     routes: tuple[Route, ...] = Field((), description="Intents that hand the conversation "
                                       "to another agent; empty means no routing.")
+    knowledge: KnowledgeConfig | None = Field(None, description="Knowledge base retrieved "
+                                              "from on every user turn; none means no RAG.")
 
     @field_validator("tools")
     @classmethod

@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -20,6 +20,12 @@ class TurnStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TURN_STATUS_COMPLETED: _ClassVar[TurnStatus]
     TURN_STATUS_CANCELLED: _ClassVar[TurnStatus]
     TURN_STATUS_FAILED: _ClassVar[TurnStatus]
+
+class NotificationPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NOTIFICATION_PRIORITY_UNSPECIFIED: _ClassVar[NotificationPriority]
+    NOTIFICATION_PRIORITY_NORMAL: _ClassVar[NotificationPriority]
+    NOTIFICATION_PRIORITY_HIGH: _ClassVar[NotificationPriority]
 TOOL_PHASE_UNSPECIFIED: ToolPhase
 TOOL_PHASE_STARTED: ToolPhase
 TOOL_PHASE_COMPLETED: ToolPhase
@@ -28,9 +34,12 @@ TURN_STATUS_UNSPECIFIED: TurnStatus
 TURN_STATUS_COMPLETED: TurnStatus
 TURN_STATUS_CANCELLED: TurnStatus
 TURN_STATUS_FAILED: TurnStatus
+NOTIFICATION_PRIORITY_UNSPECIFIED: NotificationPriority
+NOTIFICATION_PRIORITY_NORMAL: NotificationPriority
+NOTIFICATION_PRIORITY_HIGH: NotificationPriority
 
 class DialogueConfig(_message.Message):
-    __slots__ = ("session_id", "agent", "variables")
+    __slots__ = ("session_id", "agent", "variables", "user_id")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -41,10 +50,12 @@ class DialogueConfig(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     agent: str
     variables: _containers.ScalarMap[str, str]
-    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    user_id: str
+    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class UserTurn(_message.Message):
     __slots__ = ("turn_id", "text", "trace_context")
@@ -79,17 +90,25 @@ class HeardReport(_message.Message):
     is_complete: bool
     def __init__(self, turn_id: _Optional[str] = ..., heard_text: _Optional[str] = ..., is_complete: bool = ...) -> None: ...
 
+class NotificationDelivered(_message.Message):
+    __slots__ = ("notification_id",)
+    NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    notification_id: str
+    def __init__(self, notification_id: _Optional[str] = ...) -> None: ...
+
 class ConverseRequest(_message.Message):
-    __slots__ = ("config", "user_turn", "cancel", "heard")
+    __slots__ = ("config", "user_turn", "cancel", "heard", "delivered")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     USER_TURN_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     HEARD_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
     config: DialogueConfig
     user_turn: UserTurn
     cancel: CancelTurn
     heard: HeardReport
-    def __init__(self, config: _Optional[_Union[DialogueConfig, _Mapping]] = ..., user_turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelTurn, _Mapping]] = ..., heard: _Optional[_Union[HeardReport, _Mapping]] = ...) -> None: ...
+    delivered: NotificationDelivered
+    def __init__(self, config: _Optional[_Union[DialogueConfig, _Mapping]] = ..., user_turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelTurn, _Mapping]] = ..., heard: _Optional[_Union[HeardReport, _Mapping]] = ..., delivered: _Optional[_Union[NotificationDelivered, _Mapping]] = ...) -> None: ...
 
 class ConversationReady(_message.Message):
     __slots__ = ("agent", "voice", "speed", "greeting", "model")
@@ -159,16 +178,54 @@ class Handoff(_message.Message):
     reason: str
     def __init__(self, turn_id: _Optional[str] = ..., from_agent: _Optional[str] = ..., to_agent: _Optional[str] = ..., voice: _Optional[str] = ..., speed: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class Citation(_message.Message):
+    __slots__ = ("source", "score", "text")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    score: float
+    text: str
+    def __init__(self, source: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+
+class Retrieval(_message.Message):
+    __slots__ = ("turn_id", "knowledge_base", "citations", "retrieval_ms")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    KNOWLEDGE_BASE_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    turn_id: str
+    knowledge_base: str
+    citations: _containers.RepeatedCompositeFieldContainer[Citation]
+    retrieval_ms: float
+    def __init__(self, turn_id: _Optional[str] = ..., knowledge_base: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., retrieval_ms: _Optional[float] = ...) -> None: ...
+
+class Notification(_message.Message):
+    __slots__ = ("notification_id", "text", "priority", "source")
+    NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    notification_id: str
+    text: str
+    priority: NotificationPriority
+    source: str
+    def __init__(self, notification_id: _Optional[str] = ..., text: _Optional[str] = ..., priority: _Optional[_Union[NotificationPriority, str]] = ..., source: _Optional[str] = ...) -> None: ...
+
 class ConverseResponse(_message.Message):
-    __slots__ = ("ready", "delta", "tool", "done", "handoff")
+    __slots__ = ("ready", "delta", "tool", "done", "handoff", "retrieval", "notification")
     READY_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
     TOOL_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_FIELD_NUMBER: _ClassVar[int]
     ready: ConversationReady
     delta: TextDelta
     tool: ToolActivity
     done: TurnComplete
     handoff: Handoff
-    def __init__(self, ready: _Optional[_Union[ConversationReady, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool: _Optional[_Union[ToolActivity, _Mapping]] = ..., done: _Optional[_Union[TurnComplete, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ...) -> None: ...
+    retrieval: Retrieval
+    notification: Notification
+    def __init__(self, ready: _Optional[_Union[ConversationReady, _Mapping]] = ..., delta: _Optional[_Union[TextDelta, _Mapping]] = ..., tool: _Optional[_Union[ToolActivity, _Mapping]] = ..., done: _Optional[_Union[TurnComplete, _Mapping]] = ..., handoff: _Optional[_Union[Handoff, _Mapping]] = ..., retrieval: _Optional[_Union[Retrieval, _Mapping]] = ..., notification: _Optional[_Union[Notification, _Mapping]] = ...) -> None: ...

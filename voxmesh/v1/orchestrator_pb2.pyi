@@ -32,7 +32,7 @@ ROLE_USER: Role
 ROLE_ASSISTANT: Role
 
 class SessionStart(_message.Message):
-    __slots__ = ("session_id", "agent", "input_sample_rate_hertz", "output_sample_rate_hertz", "variables")
+    __slots__ = ("session_id", "agent", "input_sample_rate_hertz", "output_sample_rate_hertz", "variables", "user_id")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,12 +45,14 @@ class SessionStart(_message.Message):
     INPUT_SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     agent: str
     input_sample_rate_hertz: int
     output_sample_rate_hertz: int
     variables: _containers.ScalarMap[str, str]
-    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., input_sample_rate_hertz: _Optional[int] = ..., output_sample_rate_hertz: _Optional[int] = ..., variables: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    user_id: str
+    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., input_sample_rate_hertz: _Optional[int] = ..., output_sample_rate_hertz: _Optional[int] = ..., variables: _Optional[_Mapping[str, str]] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class InputText(_message.Message):
     __slots__ = ("text",)
@@ -182,8 +184,32 @@ class SessionError(_message.Message):
     message: str
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
+class NotificationStarted(_message.Message):
+    __slots__ = ("notification_id", "text", "priority", "source")
+    NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    notification_id: str
+    text: str
+    priority: str
+    source: str
+    def __init__(self, notification_id: _Optional[str] = ..., text: _Optional[str] = ..., priority: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class AgentChanged(_message.Message):
+    __slots__ = ("turn_id", "from_agent", "to_agent", "reason")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_AGENT_FIELD_NUMBER: _ClassVar[int]
+    TO_AGENT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    turn_id: str
+    from_agent: str
+    to_agent: str
+    reason: str
+    def __init__(self, turn_id: _Optional[str] = ..., from_agent: _Optional[str] = ..., to_agent: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class SessionResponse(_message.Message):
-    __slots__ = ("started", "state", "voice_activity", "transcript", "response_text", "audio", "response_done", "playback_stop", "latency", "error")
+    __slots__ = ("started", "state", "voice_activity", "transcript", "response_text", "audio", "response_done", "playback_stop", "latency", "error", "notification", "agent_changed")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     VOICE_ACTIVITY_FIELD_NUMBER: _ClassVar[int]
@@ -194,6 +220,8 @@ class SessionResponse(_message.Message):
     PLAYBACK_STOP_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_FIELD_NUMBER: _ClassVar[int]
+    AGENT_CHANGED_FIELD_NUMBER: _ClassVar[int]
     started: SessionStarted
     state: StateChanged
     voice_activity: VoiceActivity
@@ -204,4 +232,6 @@ class SessionResponse(_message.Message):
     playback_stop: PlaybackStop
     latency: LatencyReport
     error: SessionError
-    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., state: _Optional[_Union[StateChanged, _Mapping]] = ..., voice_activity: _Optional[_Union[VoiceActivity, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptEvent, _Mapping]] = ..., response_text: _Optional[_Union[ResponseText, _Mapping]] = ..., audio: _Optional[_Union[ResponseAudio, _Mapping]] = ..., response_done: _Optional[_Union[ResponseDone, _Mapping]] = ..., playback_stop: _Optional[_Union[PlaybackStop, _Mapping]] = ..., latency: _Optional[_Union[LatencyReport, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ...) -> None: ...
+    notification: NotificationStarted
+    agent_changed: AgentChanged
+    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., state: _Optional[_Union[StateChanged, _Mapping]] = ..., voice_activity: _Optional[_Union[VoiceActivity, _Mapping]] = ..., transcript: _Optional[_Union[TranscriptEvent, _Mapping]] = ..., response_text: _Optional[_Union[ResponseText, _Mapping]] = ..., audio: _Optional[_Union[ResponseAudio, _Mapping]] = ..., response_done: _Optional[_Union[ResponseDone, _Mapping]] = ..., playback_stop: _Optional[_Union[PlaybackStop, _Mapping]] = ..., latency: _Optional[_Union[LatencyReport, _Mapping]] = ..., error: _Optional[_Union[SessionError, _Mapping]] = ..., notification: _Optional[_Union[NotificationStarted, _Mapping]] = ..., agent_changed: _Optional[_Union[AgentChanged, _Mapping]] = ...) -> None: ...

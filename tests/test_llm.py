@@ -98,14 +98,14 @@ class Conversation:
 
 @asynccontextmanager
 async def conversation(addr: str, agent: str = "", variables: dict[str, str] | None = None,
-                       session_id: str = "") -> AsyncIterator[Conversation]:
+                       session_id: str = "", user_id: str = "") -> AsyncIterator[Conversation]:
     """A Converse stream; a fresh session (no stored history) unless ``session_id`` is given."""
     async with grpc.aio.insecure_channel(addr) as channel:
         call = dialogue_pb2_grpc.DialogueStub(channel).Converse()
         try:
             await call.write(pb.ConverseRequest(config=pb.DialogueConfig(
                 session_id=session_id or f"test-{uuid.uuid4().hex}", agent=agent,
-                variables=variables or {})))
+                variables=variables or {}, user_id=user_id)))
             first = await asyncio.wait_for(call.read(), 30)
             assert first is not grpc.aio.EOF and first.WhichOneof("event") == "ready"
             yield Conversation(call, first.ready)
@@ -387,11 +387,11 @@ def test_bad_agent_file_names_the_file_and_the_field(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed\n")
 
-    with pytest.raises(AgentError, match=r"typo\.yaml: field 'speeed': Extra inputs"):
+    with pytest.raises(AgentError, match=r"typo\.yaml:3: field 'speeed': Extra inputs"):
         load_agent(typo)
-    with pytest.raises(AgentError, match=r"missing\.yaml: field 'system_prompt': Field required"):
+    with pytest.raises(AgentError, match=r"missing\.yaml:1: field 'system_prompt': Field required"):
         load_agent(missing)
-    with pytest.raises(AgentError, match=r"broken\.yaml: invalid YAML"):
+    with pytest.raises(AgentError, match=r"broken\.yaml:2: invalid YAML"):
         load_agent(broken)
 
 
@@ -404,7 +404,7 @@ def test_service_refuses_to_start_with_a_bad_agent(
                       extra_env={"VOXMESH_LLM_AGENTS_DIR": str(tmp_path)})
     message = str(err.value)
     assert "exited" in message
-    assert f"{tmp_path / 'assistant.yaml'}: field 'speed'" in message
+    assert f"{tmp_path / 'assistant.yaml'}:3: field 'speed'" in message
 
 
 async def test_embedded_smollm2_answers(stack_factory: StackFactory) -> None:

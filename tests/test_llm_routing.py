@@ -88,14 +88,15 @@ async def test_a_booking_request_hands_off_to_booking_before_the_reply(
     assert "book an oil change" in classify_requests(fake)[-1]["messages"][-1]["content"]
 
 
-async def test_a_faq_question_routes_to_assistant(stack: Stack, fake: FakeOpenAI) -> None:
+async def test_a_faq_question_routes_to_the_information_desk(
+        stack: Stack, fake: FakeOpenAI) -> None:
     fake.reply = classifier('{"intent": "faq", "confidence": 0.8}')
     async with conversation(stack.addr("llm"), agent="router") as conv:
         events = await events_of_turn(conv, "t1", "What is your address?")
 
-    assert events[0].handoff.to_agent == "assistant"
+    assert events[0].handoff.to_agent == "faq"
     first = reply_requests(fake)[-1]["messages"][0]["content"]
-    assert first.startswith("You are the friendly front-desk voice assistant")
+    assert first.startswith("You are the information desk of Maple Motors")
 
 
 @pytest.mark.parametrize("answer", ["I think they want to book something.",
@@ -136,7 +137,8 @@ async def test_a_resumed_session_stays_with_the_agent_it_was_handed_to(
 
     assert conv.ready.agent == "booking"
     assert "handoff" not in [e.WhichOneof("event") for e in events]
-    assert len(classify_requests(fake)) == classified  # booking has no routes
+    # Still classified by the router's routes; "booking" again, so no handoff.
+    assert len(classify_requests(fake)) == classified + 1
     assert body["messages"][0]["content"].startswith("You are the service desk")
     assert [m["content"] for m in body["messages"] if m["role"] == "user"] == [
         "Book me an oil change please.", "Tomorrow at nine."]
@@ -160,3 +162,53 @@ def test_parse_answer_is_defensive() -> None:
     assert parse_answer('{"intent": "weather", "confidence": 0.9}', intents) is None
     assert parse_answer('{"intent": "faq"}', intents) is None
     assert parse_answer("faq", intents) is None
+
+
+async def test_a_specialist_hands_a_confident_new_intent_back_through_the_router(
+        stack: Stack, fake: FakeOpenAI) -> None:
+    answers = iter(['{"intent": "booking", "confidence": 0.9}',
+                    '{"intent": "faq", "confidence": 0.95}'])
+    current = next(answers)
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if messages[0]["content"].startswith(CLASSIFIER_HEADER):
+            return current
+        return "Reply from " + messages[0]["content"][:30]
+
+    fake.reply = reply
+    async with conversation(stack.addr("llm"), agent="router") as conv:
+        first = await events_of_turn(conv, "t1", "Book me an oil change please.")
+        current = next(answers)
+        second = await events_of_turn(conv, "t2", "Actually, when are you open on Saturday?")
+
+    assert first[0].handoff.to_agent == "booking"
+    assert second[0].handoff.from_agent == "booking"
+    assert second[0].handoff.to_agent == "faq"
+    deltas = "".join(e.delta.delta for e in second if e.WhichOneof("event") == "delta")
+    # Only the new agent's reply; the booking desk's speculative one was discarded unseen.
+    assert deltas == "Reply from You are the information desk o"
+
+
+@pytest.mark.parametrize("answer", ['{"intent": "faq", "confidence": 0.6}',
+                                    '{"intent": "other", "confidence": 0.99}',
+                                    "no idea"])
+async def test_a_specialist_keeps_the_caller_without_a_confident_model_answer(
+        stack: Stack, fake: FakeOpenAI, answer: str) -> None:
+    answers = iter(['{"intent": "booking", "confidence": 0.9}', answer])
+    current = next(answers)
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if messages[0]["content"].startswith(CLASSIFIER_HEADER):
+            return current
+        return "Sure."
+
+    fake.reply = reply
+    async with conversation(stack.addr("llm"), agent="router") as conv:
+        await events_of_turn(conv, "t1", "Book me an oil change please.")
+        current = next(answers)
+        # "phone" and "number" are faq keywords: keywords alone never pull a caller away.
+        events = await events_of_turn(conv, "t2", "My phone number is 555 0199.")
+
+    assert "handoff" not in [e.WhichOneof("event") for e in events]
+    assert events[-1].done.status == pb.TURN_STATUS_COMPLETED
+    assert events[-2].delta.delta == "Sure."

@@ -1,13 +1,17 @@
 """Agents: a persona per YAML file (prompt, voice, greeting), validated at start-up.
 
-A bad file fails the service's start-up with the file's path and the field at fault,
-so a typo never surfaces as a strange reply in the middle of a conversation.
+A bad file fails the service's start-up with the file's path, the line and the field at
+fault (``agents/booking.yaml:7: field 'speed': ...``), so a typo never surfaces as a
+strange reply in the middle of a conversation.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -16,9 +20,43 @@ from services.llm.tools import TOOLS
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
+Loc = Sequence[str | int]
+"""A pydantic error location: keys and list indexes from the document's root."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a configuration file, located like a compiler message."""
+
+    path: Path
+    line: int
+    """1-based line of the deepest YAML node the problem could be traced to."""
+    field: str
+    """Dotted field path (``routes.1.agent``); empty for problems of the whole file."""
+    message: str
+
+    def __str__(self) -> str:
+        where = f"field '{self.field}': " if self.field else ""
+        return f"{self.path}:{self.line}: {where}{self.message}"
+
 
 class AgentError(ValueError):
-    """An agent file is missing, unreadable or invalid; the message names file and field."""
+    """An agent file is missing, unreadable or invalid; the message names file and field.
+
+    For invalid content the message has one ``path:line: field 'x': reason`` line per
+    problem, and :attr:`problems` holds them.
+    """
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        """A plain ``message``; see :meth:`of` to build one from problems."""
+        super().__init__(message)
+        self.problems: tuple[Problem, ...] = tuple(problems)
+
+    @classmethod
+    def of(cls, problems: Iterable[Problem]) -> AgentError:
+        """One error listing ``problems`` (duplicates dropped, order kept), one per line."""
+        unique = tuple(dict.fromkeys(problems))
+        return cls("\n".join(map(str, unique)), unique)
 
 
 class Route(BaseModel):
@@ -89,65 +127,220 @@ class AgentConfig(BaseModel):
         return fill_placeholders(self.system_prompt, variables)
 
 
-def fill_placeholders(template: str, variables: dict[str, str]) -> str:
+def fill_placeholders(template: str, variables: Mapping[str, str]) -> str:
     """Replace each ``{{name}}`` by ``variables[name]``, or by nothing when it is not given."""
     return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), ""), template)
+
+
+@dataclass(frozen=True)
+class YamlFile:
+    """A parsed YAML file that remembers where each value was written.
+
+    The composed node tree is kept next to the data so that pydantic error locations
+    (``('routes', 1, 'agent')``) can be turned into line numbers.
+    """
+
+    path: Path
+    data: Any
+    """The document as plain Python values (``None`` for an empty file)."""
+    node: yaml.Node | None
+    """The document's root node (``None`` for an empty file)."""
+
+    @classmethod
+    def read(cls, path: Path) -> YamlFile:
+        """Read and parse ``path`` with the safe loader.
+
+        Raises:
+            AgentError: the file cannot be read, is not valid YAML (with yaml's line),
+                or a mapping repeats a key (YAML would silently keep the last one).
+        """
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AgentError(f"{path}: cannot read: {exc}") from exc
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark is not None else 1
+            context = exc.context or ""
+            if context and exc.context_mark is not None:
+                context += f" (line {exc.context_mark.line + 1})"
+            reason = ": ".join(p for p in (context, exc.problem) if p)
+            raise AgentError.of([Problem(path, line, "", f"invalid YAML: {reason}")]) from exc
+        except yaml.YAMLError as exc:
+            raise AgentError(f"{path}:1: invalid YAML: {exc}") from exc
+        finally:
+            loader.dispose()
+        found = cls(path, data, node)
+        if duplicates := list(found._duplicate_keys()):
+            raise AgentError.of(duplicates)
+        return found
+
+    def mapping(self, what: str, *, empty_ok: bool = False) -> dict[str, Any]:
+        """The document as a mapping, or an error naming ``what`` it should hold.
+
+        Raises:
+            AgentError: the document is not a mapping (or is empty, unless ``empty_ok``).
+        """
+        if self.data is None and empty_ok:
+            return {}
+        if not isinstance(self.data, dict):
+            got = "an empty file" if self.data is None else type(self.data).__name__
+            raise AgentError.of([self.problem((), f"expected a mapping of {what}, got {got}")])
+        return self.data
+
+    def line(self, loc: Loc) -> int:
+        """The 1-based line of the deepest node along ``loc`` that exists in the file.
+
+        A mapping entry counts from its key's line; a missing key (a required field that
+        is absent) stays at the enclosing mapping's line. Steps that match nothing, such
+        as pydantic's union tags or ``[key]``, are skipped.
+        """
+        node = self.node
+        if node is None:
+            return 1
+        line = node.start_mark.line + 1
+        for step in loc:
+            if isinstance(node, yaml.MappingNode):
+                entry = next(((k, v) for k, v in node.value
+                              if isinstance(k, yaml.ScalarNode) and k.value == str(step)), None)
+                if entry is not None:
+                    line, node = entry[0].start_mark.line + 1, entry[1]
+            elif (isinstance(node, yaml.SequenceNode) and isinstance(step, int)
+                  and 0 <= step < len(node.value)):
+                node = node.value[step]
+                line = node.start_mark.line + 1
+        return line
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        """A :class:`Problem` at ``loc``, with the line ``loc`` leads to."""
+        return Problem(self.path, self.line(loc), ".".join(map(str, loc)), message)
+
+    def problems(self, exc: ValidationError, prefix: Loc = (),
+                 rename: Mapping[str, str] | None = None) -> list[Problem]:
+        """One :class:`Problem` per pydantic error of ``exc``, in the file's line order.
+
+        Args:
+            exc: errors from validating (part of) this file.
+            prefix: where the validated value sits in the file, when it is not the root.
+            rename: field names of the validated model mapped to the file's own names,
+                for a model built from the file rather than read straight from it.
+        """
+        found = []
+        for err in exc.errors():
+            loc = list(err["loc"])
+            if loc and rename and str(loc[0]) in rename:
+                loc[0] = rename[str(loc[0])]
+            found.append(self.problem([*prefix, *loc], err["msg"]))
+        return sorted(found, key=lambda problem: problem.line)  # pydantic's is field order
+
+    def _duplicate_keys(self) -> Iterable[Problem]:
+        """Each key given twice in one mapping, at the second one's line."""
+        pending: list[tuple[yaml.Node, tuple[str | int, ...]]] = (
+            [(self.node, ())] if self.node is not None else [])
+        while pending:
+            node, loc = pending.pop()
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[str, int] = {}
+                for key, value in node.value:
+                    name = key.value if isinstance(key, yaml.ScalarNode) else None
+                    if name is not None and name in seen:
+                        yield Problem(self.path, key.start_mark.line + 1,
+                                      ".".join(map(str, (*loc, name))),
+                                      f"given twice (first on line {seen[name]})")
+                    elif name is not None:
+                        seen[name] = key.start_mark.line + 1
+                    pending.append((value, (*loc, name if name is not None else "?")))
+            elif isinstance(node, yaml.SequenceNode):
+                pending.extend((item, (*loc, i)) for i, item in enumerate(node.value))
+
+
+@dataclass(frozen=True)
+class AgentSource:
+    """A validated agent and the file it was read from (for located cross-file errors)."""
+
+    agent: AgentConfig
+    file: YamlFile
+
+
+def read_agent(path: Path) -> AgentSource:
+    """Read and validate one agent file, keeping its node tree for later checks.
+
+    Raises:
+        AgentError: naming ``path``, the line and the field at fault.
+    """
+    file = YamlFile.read(path)
+    data = file.mapping("agent fields")
+    try:
+        return AgentSource(AgentConfig.model_validate(data), file)
+    except ValidationError as exc:
+        raise AgentError.of(file.problems(exc)) from exc
 
 
 def load_agent(path: Path) -> AgentConfig:
     """Read and validate one agent file.
 
     Raises:
-        AgentError: naming ``path`` and, for invalid content, the field at fault.
+        AgentError: naming ``path`` and, for invalid content, the line and field at fault.
     """
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AgentError(f"{path}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise AgentError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise AgentError(f"{path}: expected a mapping of agent fields, got {type(data).__name__}")
-    try:
-        return AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"field '{'.'.join(map(str, err['loc'])) or '(root)'}': {err['msg']}"
-            for err in exc.errors()
-        )
-        raise AgentError(f"{path}: {problems}") from exc
+    return read_agent(path).agent
 
 
-def load_agents(directory: Path) -> dict[str, AgentConfig]:
-    """Load every ``*.yaml``/``*.yml`` file of ``directory``, keyed by agent name.
+def read_agents(directory: Path) -> dict[str, AgentSource]:
+    """Load every ``*.yaml``/``*.yml`` file of ``directory`` (not its subdirectories).
+
+    Every file is checked before failing, so one start-up reports all broken files.
+
+    Returns:
+        The agents and their files, keyed by agent name.
 
     Raises:
-        AgentError: the directory has no agents, a file is invalid, or two files
-            declare the same name.
+        AgentError: the directory has no agents, a file is invalid, two files declare
+            the same name, or a route names an agent that no file declares.
     """
     if not directory.is_dir():
         raise AgentError(f"agents directory {directory} does not exist")
-    agents: dict[str, AgentConfig] = {}
-    sources: dict[str, Path] = {}
+    sources: dict[str, AgentSource] = {}
+    problems: list[Problem] = []
     for path in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        agent = load_agent(path)
-        if agent.name in agents:
-            raise AgentError(
-                f"{path}: field 'name': agent {agent.name!r} is already defined in "
-                f"{sources[agent.name]}"
-            )
-        agents[agent.name] = agent
-        sources[agent.name] = path
-    if not agents:
+        try:
+            source = read_agent(path)
+        except AgentError as exc:
+            if not exc.problems:
+                raise
+            problems.extend(exc.problems)
+            continue
+        name = source.agent.name
+        if name in sources:
+            problems.append(source.file.problem(
+                ("name",), f"agent {name!r} is already defined in {sources[name].file.path}"))
+            continue
+        sources[name] = source
+    if problems:
+        raise AgentError.of(problems)
+    if not sources:
         raise AgentError(f"agents directory {directory} has no *.yaml agent files")
-    for name, agent in agents.items():
-        for index, route in enumerate(agent.routes):
-            if route.agent not in agents:
-                raise AgentError(
-                    f"{sources[name]}: field 'routes.{index}.agent': unknown agent "
-                    f"{route.agent!r} (known: {', '.join(sorted(agents))})"
-                )
-    return agents
+    known = ", ".join(sorted(sources))
+    for source in sources.values():
+        for index, route in enumerate(source.agent.routes):
+            if route.agent not in sources:
+                problems.append(source.file.problem(
+                    ("routes", index, "agent"), f"unknown agent {route.agent!r} (known: {known})"))
+    if problems:
+        raise AgentError.of(problems)
+    return sources
+
+
+def load_agents(directory: Path) -> dict[str, AgentConfig]:
+    """Load every agent file of ``directory``, keyed by agent name.
+
+    Raises:
+        AgentError: as :func:`read_agents`.
+    """
+    return {name: source.agent for name, source in read_agents(directory).items()}
 
 
 def default_agents_dir() -> Path:

@@ -24,14 +24,25 @@ class _Turn:
     tool_steps: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _starts_turn(entries: list[dict[str, Any]], i: int) -> bool:
+    """A user message starts a turn, and so does a proactive assistant message: one
+    whose turn id differs from the message before it."""
+    message = entries[i]
+    if message.get("role") == "user":
+        return True
+    return (message.get("role") == "assistant" and not message.get("tool_calls")
+            and TURN_ID in message
+            and (i == 0 or entries[i - 1].get(TURN_ID) != message[TURN_ID]))
+
+
 def trim_turns(entries: list[dict[str, Any]], max_turns: int) -> list[dict[str, Any]]:
     """The messages of the last ``max_turns`` turns of a flat message list.
 
-    A turn starts at a user message and holds everything up to the next one, so a tool
-    result always stays with the assistant ``tool_calls`` message before it; messages
-    before the first user message (no turn to belong to) are dropped.
+    A turn starts at a user message (or a proactive notification) and holds everything
+    up to the next one, so a tool result always stays with the assistant ``tool_calls``
+    message before it; messages before the first turn are dropped.
     """
-    starts = [i for i, m in enumerate(entries) if m.get("role") == "user"]
+    starts = [i for i in range(len(entries)) if _starts_turn(entries, i)]
     if not starts:
         return []
     keep_from = starts[-max(1, max_turns):][0]
@@ -46,16 +57,28 @@ class History:
         self.system_prompt = system_prompt
         self.max_turns = max(1, max_turns)
         self._turns: OrderedDict[str, _Turn] = OrderedDict()
+        self._restored: set[str] = set()
+        """Ids of restored turns: still found by heard reports, but a new turn may reuse them."""
 
     def __len__(self) -> int:
         return len(self._turns)
 
     def add_user(self, turn_id: str, text: str) -> None:
         """Append the user's words of a new turn, dropping the oldest turns past the cap."""
+        if turn_id in self._restored:  # a new stream counting from 1 again: keep the old turn
+            self._restored.discard(turn_id)
+            self._turns = OrderedDict(
+                (f"\0old{id(turn)}" if key == turn_id else key, turn)
+                for key, turn in self._turns.items())
         self._turns.pop(turn_id, None)  # a reused id starts over at the end
         self._turns[turn_id] = _Turn(user=text, turn_id=turn_id)
         while len(self._turns) > self.max_turns:
             self._turns.popitem(last=False)
+
+    def add_proactive(self, turn_id: str, text: str) -> None:
+        """Append something the assistant said unprompted (a notification) as its own turn."""
+        self.add_user(turn_id, "")
+        self.set_reply(turn_id, text)
 
     def set_reply(self, turn_id: str, text: str) -> None:
         """Record the assistant's reply to a turn (no-op for a turn no longer kept)."""
@@ -78,7 +101,8 @@ class History:
         """Chat messages for the upstream: system prompt first, empty replies left out."""
         out: list[dict[str, Any]] = [{"role": "system", "content": self.system_prompt}]
         for turn in self._turns.values():
-            out.append({"role": "user", "content": turn.user})
+            if turn.user:
+                out.append({"role": "user", "content": turn.user})
             out.extend(turn.tool_steps)
             if turn.assistant:
                 out.append({"role": "assistant", "content": turn.assistant})
@@ -89,7 +113,8 @@ class History:
         out: list[dict[str, Any]] = []
         for turn in self._turns.values():
             tag = {TURN_ID: turn.turn_id}
-            out.append({"role": "user", "content": turn.user, **tag})
+            if turn.user:
+                out.append({"role": "user", "content": turn.user, **tag})
             out.extend({**m, **tag} for m in turn.tool_steps)
             if turn.assistant:
                 out.append({"role": "assistant", "content": turn.assistant, **tag})
@@ -98,18 +123,28 @@ class History:
     def restore(self, entries: list[dict[str, Any]]) -> None:
         """Replace the turns with stored :meth:`entries`, keeping the last ``max_turns``.
 
-        Restored turns are filed under private keys, so a new stream that reuses a turn id
-        (clients often count from 1 again) appends a turn instead of replacing an old one.
+        Restored turns keep their ids, so a heard report about a reply of the previous
+        stream still trims it; a new stream that reuses one of those ids (clients often
+        count from 1 again) appends a turn instead of replacing the old one.
         """
         self._turns.clear()
+        self._restored.clear()
         current: _Turn | None = None
-        for entry in trim_turns(entries, self.max_turns):
+        kept = trim_turns(entries, self.max_turns)
+        for i, entry in enumerate(kept):
             message = {k: v for k, v in entry.items() if k != TURN_ID}
             role = message.get("role")
-            if role == "user":
-                current = _Turn(user=str(message.get("content") or ""),
-                                turn_id=str(entry.get(TURN_ID) or ""))
-                self._turns[f"\0restored{len(self._turns)}"] = current
+            if _starts_turn(kept, i):
+                user = str(message.get("content") or "") if role == "user" else ""
+                current = _Turn(user=user, turn_id=str(entry.get(TURN_ID) or ""))
+                key = current.turn_id
+                if not key or key in self._turns:
+                    key = f"\0old{id(current)}"
+                self._turns[key] = current
+                self._restored.add(key)
+                if role == "user":
+                    continue
+                current.assistant = str(message.get("content") or "")
             elif current is None:
                 continue
             elif role == "assistant" and not message.get("tool_calls"):

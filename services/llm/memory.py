@@ -35,6 +35,11 @@ def agent_key(session_id: str) -> str:
     return f"voxmesh:agent:{session_id}"
 
 
+def notifications_key(session_id: str) -> str:
+    """The Redis hash of a session's undelivered notifications (id -> JSON)."""
+    return f"voxmesh:notify:{session_id}"
+
+
 class Memory:
     """Loads and saves per-session histories; every method swallows Redis errors."""
 
@@ -100,6 +105,45 @@ class Memory:
             await self._client.set(agent_key(session_id), agent, ex=self.ttl_s)
         except (RedisError, OSError) as exc:
             self._failed("save_agent", exc)
+            return False
+        return True
+
+    async def save_notification(self, session_id: str, notification_id: str,
+                                payload: dict[str, Any]) -> bool:
+        """Keep an undelivered notification; False when Redis failed."""
+        key = notifications_key(session_id)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(key, notification_id, json.dumps(payload, ensure_ascii=False))
+                pipe.expire(key, self.ttl_s)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._failed("save_notification", exc)
+            return False
+        return True
+
+    async def load_notifications(self, session_id: str) -> list[dict[str, Any]]:
+        """The undelivered notifications of ``session_id``; empty when none, or Redis failed."""
+        try:
+            raw = await self._client.hgetall(notifications_key(session_id))  # type: ignore[misc]
+        except (RedisError, OSError) as exc:
+            self._failed("load_notifications", exc)
+            return []
+        out = []
+        for value in raw.values():
+            try:
+                out.append(json.loads(value))
+            except ValueError:
+                continue
+        return [n for n in out if isinstance(n, dict)]
+
+    async def delete_notification(self, session_id: str, notification_id: str) -> bool:
+        """Forget a delivered notification; False when Redis failed."""
+        try:
+            await self._client.hdel(notifications_key(session_id),  # type: ignore[misc]
+                                    notification_id)
+        except (RedisError, OSError) as exc:
+            self._failed("delete_notification", exc)
             return False
         return True
 

@@ -44,3 +44,18 @@ ROUTES = Counter(
     "Routing decisions on user turns, by agent before and after (equal: no handoff).",
     ["from_agent", "to_agent"],
 )
+ROUTE_SECONDS = Histogram(
+    "voxmesh_llm_route_seconds",
+    "Time to classify a user turn's intent (the model call, or its keyword fallback).",
+    buckets=_LATENCY_BUCKETS,
+)
+ESCALATIONS = Counter(
+    "voxmesh_llm_escalations_total",
+    "Escalation checks finished, by outcome (assigned, unavailable).",
+    ["outcome"],
+)
+NOTIFICATIONS = Counter(
+    "voxmesh_llm_notifications_total",
+    "Proactive notifications, by event (published, delivered).",
+    ["event"],
+)

@@ -10,12 +10,18 @@ from pathlib import Path
 import grpc
 
 from services.llm import metrics
-from services.llm.agents import AgentConfig, default_agents_dir, load_agents
+from services.llm.agents import AgentConfig, default_agents_dir
+from services.llm.db.escalations import seed_staff
 from services.llm.db.store import BookingStore, default_url
+from services.llm.escalation import HumanDesk
 from services.llm.memory import Memory
+from services.llm.notify import Notifier
+from services.llm.overrides import AgentCatalog, UserIdError, load_catalog
+from services.llm.rag import load_knowledge_bases
+from services.llm.rag.retriever import KnowledgeRetriever
 from services.llm.router import Router
 from services.llm.session import DialogueSession, SessionError
-from services.llm.tools import TOOLS, ToolBox
+from services.llm.tools import TOOLS, ToolBox, ToolContext
 from services.llm.upstream import Upstream, UpstreamError
 from voxmesh.config import LlmSettings
 from voxmesh.logs import session_id_var
@@ -38,12 +44,16 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         """Configure; :meth:`load` reads the agents and checks the upstream."""
         self.settings = settings
         self.agents: dict[str, AgentConfig] = {}
+        self.catalog = AgentCatalog({}, {})
         self.upstream: Upstream | None = None
         self.store: BookingStore | None = None
+        self.desk: HumanDesk | None = None
         self.toolboxes: dict[str, ToolBox] = {}
         self.memory: Memory | None = (
             Memory(settings.redis_url, settings.history_ttl_seconds) if settings.redis_url
             else None)
+        self.notifier = Notifier(self.memory)
+        self.retriever: KnowledgeRetriever | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         """Add this servicer to ``server``; returns the full service name."""
@@ -65,7 +75,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             )
         directory = Path(self.settings.agents_dir) if self.settings.agents_dir else (
             default_agents_dir())
-        agents = await asyncio.to_thread(load_agents, directory)
+        catalog = await asyncio.to_thread(load_catalog, directory)
+        agents = dict(catalog.agents)
         if self.settings.default_agent not in agents:
             raise RuntimeError(
                 f"VOXMESH_LLM_DEFAULT_AGENT: agent {self.settings.default_agent!r} is not in "
@@ -73,6 +84,12 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             )
         if any(agent.tools for agent in agents.values()):
             await self._open_store(agents)
+        bases = {agent.knowledge.base for agent in agents.values() if agent.knowledge}
+        if bases:
+            retriever = KnowledgeRetriever(await load_knowledge_bases(bases, self.settings))
+            await retriever.warm_up()
+            self.retriever = retriever
+            log.info("knowledge bases ready", extra={"knowledge_bases": sorted(bases)})
         upstream = Upstream(self.settings)
         models = await upstream.wait_until_ready()
         if models and self.settings.model not in models:
@@ -84,7 +101,7 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
                 log.info("warmed up", extra={"seconds": round(seconds, 3)})
             except UpstreamError as exc:  # the first turn will be slower, nothing worse
                 log.warning("warm-up failed", extra={"error": exc.message})
-        self.agents, self.upstream = agents, upstream
+        self.agents, self.catalog, self.upstream = agents, catalog, upstream
         log.info("ready", extra={"agents": sorted(agents), "base_url": self.settings.base_url,
                                  "model": self.settings.model})
 
@@ -93,13 +110,19 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         url = self.settings.database_url or default_url(self.settings.state_dir)
         store = BookingStore(url, bays=self.settings.bays)
         await asyncio.to_thread(store.create)
+        await asyncio.to_thread(seed_staff, store.engine)
         self.store = store
         self.toolboxes = {name: ToolBox([TOOLS[t] for t in agent.tools], store)
                           for name, agent in agents.items() if agent.tools}
-        log.info("booking database ready", extra={"dialect": store.engine.dialect.name})
+        self.desk = HumanDesk(store.engine, self.notifier, self.settings.escalation_check_seconds)
+        resumed = await self.desk.resume()
+        log.info("booking database ready", extra={"dialect": store.engine.dialect.name,
+                                                  "resumed_escalations": resumed})
 
     async def aclose(self) -> None:
-        """Close the upstream client and the database pool."""
+        """Stop background checks; close the upstream client and the database pool."""
+        if self.desk is not None:
+            await self.desk.aclose()
         if self.upstream is not None:
             await self.upstream.aclose()
         if self.store is not None:
@@ -124,21 +147,30 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         assert first is not None
         config = first.config
         session_id_var.set(config.session_id)
+        try:
+            agents, user_variables = self.catalog.for_user(config.user_id)
+        except UserIdError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"config.{exc}")
         name = config.agent or self.settings.default_agent
-        agent = self.agents.get(name)
+        agent = agents.get(name)
         if agent is None:
             await context.abort(grpc.StatusCode.NOT_FOUND,
-                                f"unknown agent {name!r} (known: {', '.join(sorted(self.agents))})")
+                                f"unknown agent {name!r} (known: {', '.join(sorted(agents))})")
         assert agent is not None
 
         out: asyncio.Queue[Outgoing] = asyncio.Queue()
         session = DialogueSession(
-            agent, dict(config.variables), self.upstream, self.settings.history_turns,
-            out.put_nowait, context_from_grpc_metadata(context.invocation_metadata()),
+            agent, {**user_variables, **config.variables}, self.upstream,
+            self.settings.history_turns, out.put_nowait,
+            context_from_grpc_metadata(context.invocation_metadata()),
             tools=self.toolboxes.get(agent.name), max_tool_steps=self.settings.max_tool_steps,
-            memory=self.memory, session_id=config.session_id, agents=self.agents,
+            memory=self.memory, session_id=config.session_id, agents=agents,
             toolboxes=self.toolboxes,
-            router=Router(self.upstream, self.settings.route_min_confidence))
+            router=Router(self.upstream, self.settings.route_min_confidence),
+            notifier=self.notifier, retriever=self.retriever,
+            tool_context=ToolContext(config.session_id,
+                                     self.desk.start if self.desk is not None else None),
+            switch_min_confidence=self.settings.switch_min_confidence)
         restored = await session.load()
         log.info("conversation started", extra={"agent": agent.name, "restored_turns": restored})
         metrics.ACTIVE_SESSIONS.inc()

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from opentelemetry import propagate, trace
@@ -22,8 +22,9 @@ from services.llm import metrics
 from services.llm.agents import AgentConfig
 from services.llm.history import History
 from services.llm.memory import Memory
-from services.llm.router import Router
-from services.llm.tools import ToolBox
+from services.llm.notify import Notifier
+from services.llm.router import Decision, Router
+from services.llm.tools import ToolBox, ToolContext
 from services.llm.upstream import ToolCall, Upstream, UpstreamError
 from voxmesh.v1 import dialogue_pb2 as pb
 
@@ -78,12 +79,25 @@ class _Generation:
     first_token_s: float | None = None
     task: asyncio.Task[None] | None = None
     cancelled: bool = False
+    holding: bool = False
+    """While the router decides, text is held back and no tool runs."""
+    held: list[str] = field(default_factory=list)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def first_token_ms(self) -> int:
         if self.first_token_s is None:
             return 0
         return round((self.first_token_s - self.received_s) * 1000)
+
+
+class Retriever(Protocol):
+    """Adds knowledge-base passages to a turn's prompt (see services.llm.rag)."""
+
+    async def __call__(self, agent: AgentConfig, turn_id: str, text: str
+                       ) -> tuple[str, pb.Retrieval | None]:
+        """The passages block for the prompt ("" for none) and the event reporting them."""
+        ...
 
 
 class DialogueSession:
@@ -104,14 +118,23 @@ class DialogueSession:
         agents: dict[str, AgentConfig] | None = None,
         toolboxes: dict[str, ToolBox] | None = None,
         router: Router | None = None,
+        notifier: Notifier | None = None,
+        retriever: Retriever | None = None,
+        tool_context: ToolContext | None = None,
+        switch_min_confidence: float = 0.8,
     ) -> None:
         """Start a conversation with ``agent``, its prompt filled from ``variables``.
 
         ``tools`` are offered to the model; at most ``max_tool_steps`` model calls of
         one turn may answer with tool calls. With ``memory``, the history of
         ``session_id`` is kept in Redis at each turn boundary (see :meth:`load`).
-        With ``router``, each turn to an agent that has routes is classified and may be
-        handed to another of ``agents`` (with its tools from ``toolboxes``).
+        With ``router``, each turn is classified by the routes of the agent the session
+        started with (when it has routes) and may be handed to another of ``agents``
+        (with its tools from ``toolboxes``). Away from that routing agent, only the model's
+        answer with at least ``switch_min_confidence`` moves the conversation on, never
+        keywords alone: "my phone number is ..." must not leave the booking desk.
+        ``notifier`` delivers proactive notifications of this session to this stream;
+        ``retriever`` adds knowledge-base passages to the prompts of agents that have one.
         """
         self.tools = tools if tools else None
         self.max_tool_steps = max_tool_steps
@@ -123,6 +146,11 @@ class DialogueSession:
         self.agents = agents or {agent.name: agent}
         self.toolboxes = toolboxes or {}
         self.router = router
+        self.home = agent if agent.routes else None
+        self.switch_min_confidence = switch_min_confidence
+        self.notifier = notifier
+        self.retriever = retriever
+        self.tool_context = tool_context or ToolContext(session_id=session_id)
         self.history = History(agent.prompt(variables), history_turns)
         self.memory = memory
         self.session_id = session_id
@@ -136,6 +164,10 @@ class DialogueSession:
             stored = await self.memory.load_agent(self.session_id)
             if stored in self.agents and stored != self.agent.name:
                 self._switch(self.agents[stored])  # a handoff survives its stream
+        if self.notifier is not None and self.session_id:
+            self.notifier.attach(self.session_id, self.send)
+            for pending in await self.notifier.pending(self.session_id):
+                self.send(pending.event())  # follows ready: the server sends that first
         return len(self.history)
 
     def _switch(self, agent: AgentConfig) -> None:
@@ -171,12 +203,15 @@ class DialogueSession:
             await self.cancel(request.cancel.turn_id)
         elif kind == "heard":
             await self._on_heard(request.heard)
+        elif kind == "delivered":
+            await self._on_delivered(request.delivered.notification_id)
         elif kind == "config":
             raise SessionError(grpc.StatusCode.INVALID_ARGUMENT,
                                "config: already received; it must come once, first")
         else:
             raise SessionError(grpc.StatusCode.INVALID_ARGUMENT,
-                               "request: empty ConverseRequest (set user_turn, cancel or heard)")
+                               "request: empty ConverseRequest "
+                               "(set user_turn, cancel, heard or delivered)")
 
     async def cancel(self, turn_id: str) -> None:
         """Cancel the reply to ``turn_id`` now; a no-op for an unknown or finished turn."""
@@ -189,7 +224,9 @@ class DialogueSession:
             await asyncio.wait([self._current.task])
 
     async def close(self) -> None:
-        """Cancel whatever is still being generated."""
+        """Cancel whatever is still being generated; stop taking notifications."""
+        if self.notifier is not None and self.session_id:
+            self.notifier.detach(self.session_id, self.send)
         await self._cancel_current()
 
     # -- requests --------------------------------------------------------------------------
@@ -221,6 +258,18 @@ class DialogueSession:
             self.history.set_reply(report.turn_id, report.heard_text)
             await self._save()
 
+    async def _on_delivered(self, notification_id: str) -> None:
+        if self.notifier is None or not notification_id:
+            return
+        delivered = await self.notifier.take(self.session_id, notification_id)
+        if delivered is None:
+            return  # delivered already (a retry), or unknown: nothing to record
+        metrics.NOTIFICATIONS.labels("delivered").inc()
+        # Kept as its own turn: the model knows what the user was told, and a heard
+        # report under this id trims it like any reply.
+        self.history.add_proactive(notification_id, delivered.text)
+        await self._save()
+
     async def _cancel_current(self) -> None:
         gen = self._current
         if gen is None or gen.task is None:
@@ -237,9 +286,7 @@ class DialogueSession:
             "voxmesh.turn_id": gen.turn_id})
         status, error = pb.TURN_STATUS_CANCELLED, ""
         try:
-            if self.router is not None and self.agent.routes:
-                await self._route(gen, text, span)
-            error = await self._answer(gen, self.history.messages())
+            error = await self._route_and_answer(gen, text, span)
             status = pb.TURN_STATUS_FAILED if error else pb.TURN_STATUS_COMPLETED
         except UpstreamError as exc:
             status, error = pb.TURN_STATUS_FAILED, exc.message
@@ -272,19 +319,105 @@ class DialogueSession:
             if self._current is gen:
                 self._current = None
 
-    async def _route(self, gen: _Generation, text: str, span: trace.Span) -> None:
-        """Classify the turn; hand the conversation over before any of the reply is sent."""
+    async def _route_and_answer(self, gen: _Generation, text: str, span: trace.Span) -> str:
+        """Answer the turn; with routing, classify it while the current agent answers.
+
+        The current agent's reply starts at once but is held back (text kept, no tool
+        run) until the classifier decides: staying releases it, so routing costs no
+        latency then; a handoff discards it unseen and the new agent answers.
+        """
+        routing = self._routing_agent()
+        if routing is None:
+            return await self._answer(gen, await self._prompt(gen, text))
+        classify = asyncio.create_task(self._classify(routing, text))
+        speculative: asyncio.Task[str] | None = None
+        try:
+            messages = await self._prompt(gen, text)
+            gen.holding = True
+            speculative = asyncio.create_task(self._answer(gen, messages))
+            decision = await classify
+            target = self._handoff_target(routing, decision)
+            self._annotate(span, decision)
+            metrics.ROUTES.labels(self.agent.name, (target or self.agent).name).inc()
+            if target is None:
+                self._release(gen)
+                return await speculative
+            speculative.cancel()
+            await asyncio.wait([speculative])
+            if not speculative.cancelled():
+                speculative.exception()  # an upstream error of a discarded reply: moot
+            gen.held.clear()
+            self._release(gen)
+            await self._hand_off(gen, target, decision, span)
+            return await self._answer(gen, await self._prompt(gen, text))
+        finally:
+            for task in (classify, speculative):
+                if task is not None and not task.done():
+                    task.cancel()
+                    await asyncio.wait([task])
+
+    def _routing_agent(self) -> AgentConfig | None:
+        """The agent whose routes classify this turn: the current one, else the home one."""
+        if self.router is None:
+            return None
+        if self.agent.routes:
+            return self.agent
+        return self.home
+
+    async def _classify(self, routing: AgentConfig, text: str) -> Decision:
         assert self.router is not None
-        decision = await self.router.classify(self.agent, text)
+        started = time.perf_counter()
+        try:
+            return await self.router.classify(routing, text)
+        finally:
+            metrics.ROUTE_SECONDS.observe(time.perf_counter() - started)
+
+    def _handoff_target(self, routing: AgentConfig, decision: Decision) -> AgentConfig | None:
+        """The agent to hand the turn to, or None to stay."""
+        if decision.route is None:
+            return None
+        target = self.agents.get(decision.route.agent)
+        if target is None or target.name == self.agent.name:
+            return None
+        if self.agent.name == routing.name:
+            return target  # at the front door: any decision routes
+        # At a specialist: only a confident model answer for another specialist moves on.
+        if (target.name == routing.name or decision.source != "model"
+                or decision.confidence < self.switch_min_confidence):
+            return None
+        return target
+
+    @staticmethod
+    def _annotate(span: trace.Span, decision: Decision) -> None:
         span.set_attribute("voxmesh.intent", decision.intent)
         span.set_attribute("voxmesh.route_confidence", decision.confidence)
         span.set_attribute("voxmesh.route_source", decision.source)
+
+    def _release(self, gen: _Generation) -> None:
+        """Send the text held during routing and let tools run."""
+        gen.holding = False
+        held, gen.held = "".join(gen.held), []
+        if held:
+            self._emit_text(gen, held)
+        gen.released.set()
+
+    async def _prompt(self, gen: _Generation, text: str) -> list[dict[str, Any]]:
+        """The turn's messages; knowledge-base passages go just before the user's words,
+        so everything before them stays a cacheable prefix."""
+        messages = self.history.messages()
+        if self.retriever is None or self.agent.knowledge is None:
+            return messages
+        block, event = await self.retriever(self.agent, gen.turn_id, text)
+        if event is not None:
+            self.send(pb.ConverseResponse(retrieval=event))
+        if block:
+            messages.insert(len(messages) - 1, {"role": "system", "content": block})
+        return messages
+
+    async def _hand_off(self, gen: _Generation, after: AgentConfig, decision: Decision,
+                        span: trace.Span) -> None:
+        """Switch to ``after`` and announce it before any of the reply is sent."""
         before = self.agent
-        target = self.agents.get(decision.route.agent) if decision.route else None
-        after = target or before
-        metrics.ROUTES.labels(before.name, after.name).inc()
-        if after.name == before.name:
-            return
         self._switch(after)
         span.set_attribute("voxmesh.agent", after.name)
         log.info("handoff", extra={"turn_id": gen.turn_id, "from_agent": before.name,
@@ -323,11 +456,14 @@ class DialogueSession:
         assert self.tools is not None
         done: list[tuple[ToolCall, str]] = []
         try:
+            if gen.holding:  # a reply the router may still discard runs no tool
+                await gen.released.wait()
             for call in calls:
                 if gen.cancelled:
                     raise asyncio.CancelledError
                 self._emit_tool(gen, call, pb.TOOL_PHASE_STARTED)
-                running = asyncio.ensure_future(self.tools.execute(call.name, call.arguments))
+                running = asyncio.ensure_future(
+                    self.tools.execute(call.name, call.arguments, self.tool_context))
                 try:
                     result = await asyncio.shield(running)
                 except asyncio.CancelledError:
@@ -344,6 +480,9 @@ class DialogueSession:
         return step
 
     def _emit_text(self, gen: _Generation, piece: str) -> None:
+        if gen.holding:
+            gen.held.append(piece)
+            return
         if gen.first_token_s is None:
             gen.first_token_s = time.perf_counter()
             metrics.FIRST_TOKEN.observe(gen.first_token_s - gen.received_s)

@@ -79,6 +79,9 @@ class Session:
         self.llm: StreamWriter[dialogue_pb2.ConverseRequest] | None = None
         self.turns: dict[str, Turn] = {}
         self.tasks: list[asyncio.Task[None]] = []
+        self.user_speaking = False
+        self.notifications: list[dialogue_pb2.Notification] = []
+        """Waiting for a safe moment: highest priority first, then in arrival order."""
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -163,7 +166,8 @@ class Session:
         llm_call = self.down.llm.Converse(metadata=metadata)
         self.llm = StreamWriter(llm_call)
         await self.llm.write(dialogue_pb2.ConverseRequest(config=dialogue_pb2.DialogueConfig(
-            session_id=self.session_id, agent=start.agent, variables=dict(start.variables))))
+            session_id=self.session_id, agent=start.agent, variables=dict(start.variables),
+            user_id=start.user_id)))
         try:
             ready_msg = await llm_call.read()
         except grpc.aio.AioRpcError as exc:
@@ -277,6 +281,7 @@ class Session:
     async def _on_stt_event(self, event: stt_pb2.StreamingRecognizeResponse) -> None:
         kind = event.WhichOneof("event")
         if kind == "speech_started":
+            self.user_speaking = True
             self.send(voice_activity=pb.VoiceActivity(
                 is_speaking=True, offset_ms=event.speech_started.offset_ms))
             self.record("speech_started", self.next_turn_id, component="stt",
@@ -305,10 +310,13 @@ class Session:
             self.pending_user_text.clear()
             speech_end = self.speech_end_ms
             stt_ms = (self.final_at_ms - speech_end) if (speech_end and self.final_at_ms) else 0.0
+            self.user_speaking = False
             self.record("end_of_turn", self.next_turn_id, component="stt",
                         offset_ms=event.end_of_turn.offset_ms)
             if text:
                 await self._on_user_text(text, speech_end, stt_ms)
+            else:
+                await self._maybe_notify()
 
     # -- turns -----------------------------------------------------------------------------
 
@@ -415,6 +423,57 @@ class Session:
                 span.end()
         if self.state.state is not State.IDLE:
             self.state.to(State.LISTENING, turn.turn_id)
+            if self.notifications:
+                self._spawn(self._maybe_notify(), "notify")
+
+    # -- notifications ---------------------------------------------------------------------
+
+    def _safe_to_speak(self) -> bool:
+        """Neither side is talking and no reply is under way."""
+        return (self.state.state is State.LISTENING and not self.user_speaking
+                and not self.pending_user_text
+                and (self.turn is None or self.turn.finished))
+
+    def _queue_notification(self, note: dialogue_pb2.Notification) -> None:
+        if any(n.notification_id == note.notification_id for n in self.notifications):
+            return  # sent again by a new Converse stream
+        self.notifications.append(note)
+        # Stable sort: within a priority, arrival order stays.
+        self.notifications.sort(key=lambda n: -n.priority)
+        self.record("notification.received", note.notification_id, component="llm",
+                    text=note.text, source=note.source,
+                    priority=dialogue_pb2.NotificationPriority.Name(note.priority))
+
+    async def _maybe_notify(self) -> None:
+        """Speak the most urgent waiting notification, if now is a safe moment."""
+        if not self.notifications or not self._safe_to_speak():
+            return
+        note = self.notifications.pop(0)
+        turn_id = note.notification_id
+        priority = "high" if note.priority == dialogue_pb2.NOTIFICATION_PRIORITY_HIGH else (
+            "normal")
+        span = tracer.start_span("notification", context=otel_context.Context(), attributes={
+            "voxmesh.session_id": self.session_id, "voxmesh.turn_id": turn_id,
+            "voxmesh.source": note.source, "voxmesh.priority": priority})
+        turn = Turn(turn_id, "", self.output_rate, span, proactive=True, llm_done=True,
+                    reply_parts=[note.text])
+        self.turn = self.turns[turn_id] = turn
+        self.send(notification=pb.NotificationStarted(
+            notification_id=turn_id, text=note.text, priority=priority, source=note.source))
+        self.record("notification.spoken", turn_id, text=note.text, priority=priority)
+        self.state.to(State.THINKING, turn_id)
+        assert self.llm is not None
+        # Told first, so a heard report after a barge-in finds it in the dialogue's history.
+        await self.llm.write(dialogue_pb2.ConverseRequest(
+            delivered=dialogue_pb2.NotificationDelivered(notification_id=turn_id)))
+        with trace.use_span(span, end_on_exit=False):
+            turn.tts_metadata = grpc_metadata_with_context()
+        await self._open_tts(turn)
+        self.send(response_text=pb.ResponseText(turn_id=turn_id, delta=note.text))
+        assert turn.tts is not None
+        await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(text=note.text))
+        await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(
+            end_of_input=audio_pb2.EndOfInput()))
 
     # -- dialogue --------------------------------------------------------------------------
 
@@ -443,8 +502,21 @@ class Session:
             self.send(response_text=pb.ResponseText(turn_id=turn.turn_id, delta=event.delta.delta))
             assert turn.tts is not None
             await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(text=event.delta.delta))
+        elif kind == "notification":
+            self._queue_notification(event.notification)
+            await self._maybe_notify()
+        elif kind == "retrieval":
+            retrieval = event.retrieval
+            self.record("retrieval", retrieval.turn_id, component="llm",
+                        knowledge_base=retrieval.knowledge_base,
+                        retrieval_ms=round(retrieval.retrieval_ms, 1),
+                        citations=[{"source": c.source, "score": round(c.score, 3)}
+                                   for c in retrieval.citations])
         elif kind == "handoff":
             handoff = event.handoff
+            self.send(agent_changed=pb.AgentChanged(
+                turn_id=handoff.turn_id, from_agent=handoff.from_agent,
+                to_agent=handoff.to_agent, reason=handoff.reason))
             self.voice, self.speed = handoff.voice, handoff.speed
             self.record("handoff", handoff.turn_id, component="llm",
                         from_agent=handoff.from_agent, to_agent=handoff.to_agent,
@@ -526,6 +598,9 @@ class Session:
 
     def _on_first_audio(self, turn: Turn) -> None:
         turn.first_audio_ms = now_ms()
+        if turn.proactive:
+            self.state.to(State.SPEAKING, turn.turn_id)
+            return
         first_delta = turn.first_delta_ms or turn.first_audio_ms
         stt_ms, llm_ms = turn.stt_ms, first_delta - turn.llm_sent_ms
         tts_ms = turn.first_audio_ms - first_delta

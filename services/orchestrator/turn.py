@@ -46,6 +46,8 @@ class Turn:
     tts_task: asyncio.Task[None] | None = None
     llm_span: Span | None = None
     tts_span: Span | None = None
+    proactive: bool = False
+    """A notification the agent speaks unprompted: no user turn, no latency to report."""
 
     @property
     def reply_text(self) -> str:

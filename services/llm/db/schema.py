@@ -65,3 +65,27 @@ faq = _Table(
     Column("answer", Text, nullable=False),
     UniqueConstraint("question"),
 )
+staff = _Table(
+    "staff", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(100), nullable=False),
+    Column("phone_extension", String(16), nullable=False),
+    # On duty every day from starts to ends (local time); 00:00-00:00 means around the clock.
+    Column("starts", Time, nullable=False),
+    Column("ends", Time, nullable=False),
+)
+escalations = _Table(
+    "escalations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("ticket_id", String(16), nullable=False, unique=True),
+    Column("session_id", String(128), nullable=False, index=True),
+    Column("reason", Text, nullable=False),
+    Column("name", String(200)),
+    Column("phone", String(32)),
+    Column("urgent", Integer, nullable=False),  # 0 or 1: portable boolean
+    Column("status", String(16), nullable=False, index=True),  # pending | assigned | unavailable
+    Column("staff_id", ForeignKey("staff.id")),
+    Column("created_at", DateTime, nullable=False),
+    Column("resolved_at", DateTime),
+)

@@ -1,8 +1,11 @@
 """The booking store: create and seed the schema, look up, book and cancel.
 
 Every method blocks (SQLAlchemy Core is synchronous); callers run them through
-``asyncio.to_thread``. Booking checks capacity and inserts in one transaction under a
-process lock, so two calls of this process never overbook a slot.
+``asyncio.to_thread``. Booking checks capacity and inserts in one transaction that
+first locks the day's opening-hours row, so replicas sharing one database never
+overbook a slot: PostgreSQL takes a row lock (``SELECT ... FOR UPDATE``); SQLite, which
+ignores that clause, starts every transaction with ``BEGIN IMMEDIATE`` (one writer at a
+time, others wait up to the busy timeout instead of failing on a lock upgrade).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, func, insert, select, update
+from sqlalchemy import Engine, and_, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -59,12 +62,34 @@ def default_url(state_dir: str) -> str:
     return f"sqlite:///{directory / 'voxmesh.db'}"
 
 
+SQLITE_BUSY_TIMEOUT_S = 15.0
+"""How long a SQLite transaction waits for another process's write to finish."""
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; on SQLite, transactions take the write lock when they begin."""
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own BEGIN is deferred; SQLAlchemy emits ours below instead.
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
 class BookingStore:
     """The dealership's customers, services, hours and appointments."""
 
     def __init__(self, url: str, bays: int = 3) -> None:
         """Connect to ``url`` (tables are made by :meth:`create`)."""
-        self.engine: Engine = create_engine(url)
+        self.engine: Engine = make_engine(url)
         self.bays = bays
         self._lock = threading.Lock()
 
@@ -140,7 +165,7 @@ class BookingStore:
         if starts_at <= now:
             raise BookingError(f"date/time: {starts_at:%Y-%m-%d %H:%M} is in the past")
         with self._lock, self.engine.begin() as conn:
-            hours = self._hours(conn, starts_at.date())
+            hours = self._hours(conn, starts_at.date(), lock=True)
             if hours is None:
                 raise BookingError(f"date: the service department is closed on "
                                    f"{starts_at:%A %Y-%m-%d}")
@@ -188,9 +213,11 @@ class BookingStore:
     # -- helpers ---------------------------------------------------------------------------
 
     @staticmethod
-    def _hours(conn: Connection, day: date) -> tuple[time, time] | None:
-        row = conn.execute(select(t.opening_hours.c.opens, t.opening_hours.c.closes)
-                           .where(t.opening_hours.c.weekday == day.weekday())).first()
+    def _hours(conn: Connection, day: date, lock: bool = False) -> tuple[time, time] | None:
+        """Opening hours of ``day``; ``lock`` serialises bookings of that weekday."""
+        query = select(t.opening_hours.c.opens, t.opening_hours.c.closes).where(
+            t.opening_hours.c.weekday == day.weekday())
+        row = conn.execute(query.with_for_update() if lock else query).first()
         return None if row is None else (row.opens, row.closes)
 
     @staticmethod

@@ -21,6 +21,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class ToolContext:
+    """What a call may know besides its arguments (never chosen by the model).
+
+    Attributes:
+        session_id: The conversation the call belongs to.
+        start_background: Starts follow-up work after a call succeeded, with its result
+            (for example the check for a human after an escalation); None when the
+            service runs no background work.
+    """
+
+    session_id: str = ""
+    start_background: Callable[[str, dict[str, Any]], None] | None = None
+
+
+@dataclass(frozen=True)
 class Tool:
     """One function the model can call.
 
@@ -28,13 +43,17 @@ class Tool:
         name: Function name the model uses.
         description: What it does, for the model.
         params: Model of the arguments; its JSON schema is sent to the model.
-        run: Blocking function of the store and validated arguments; returns the result.
+        run: Blocking function of the store, validated arguments and the call's context;
+            returns the result.
+        background: Name of the follow-up work to start once the call succeeded
+            (see :attr:`ToolContext.start_background`), or "" for none.
     """
 
     name: str
     description: str
     params: type[BaseModel]
-    run: Callable[[BookingStore, Any], dict[str, Any]]
+    run: Callable[[BookingStore, Any, ToolContext], dict[str, Any]]
+    background: str = ""
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI ``tools=`` entry."""
@@ -71,8 +90,10 @@ class ToolBox:
         """The ``tools=`` list of the chat completion request."""
         return [tool.schema() for tool in self.tools.values()]
 
-    async def execute(self, name: str, arguments_json: str) -> ToolResult:
+    async def execute(self, name: str, arguments_json: str,
+                      context: ToolContext | None = None) -> ToolResult:
         """Validate and run one call off the event loop; every failure is an error result."""
+        context = context or ToolContext()
         tool = self.tools.get(name)
         if tool is None:
             return _error(f"unknown tool {name!r} (available: {', '.join(self.tools)})")
@@ -87,10 +108,12 @@ class ToolBox:
                 f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
                 for e in exc.errors()))
         try:
-            result = await asyncio.to_thread(tool.run, self.store, args)
+            result = await asyncio.to_thread(tool.run, self.store, args, context)
         except BookingError as exc:
             return _error(str(exc))
         except Exception as exc:  # a database failure must not end the conversation
             log.exception("tool failed", extra={"tool": name})
             return _error(f"internal error in {name}: {type(exc).__name__}")
+        if tool.background and context.start_background is not None:
+            context.start_background(tool.background, result)
         return ToolResult(True, json.dumps(result))

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.llm.db.store import BookingError, BookingStore
-from services.llm.tools.base import Tool
+from services.llm.tools.base import Tool, ToolContext
 
 _PHONE_CHARS = re.compile(r"^\+?[0-9 ()./-]+$")
 
@@ -29,7 +29,7 @@ class AvailabilityArgs(_Args):
     date: dt.date = Field(description="Day asked for, YYYY-MM-DD.")
 
 
-def _check_phone(value: str) -> str:
+def check_phone(value: str) -> str:
     digits = re.sub(r"\D", "", value)
     if not _PHONE_CHARS.match(value) or not 7 <= len(digits) <= 15:
         raise ValueError("must be a phone number of 7 to 15 digits")
@@ -43,7 +43,7 @@ class BookArgs(AvailabilityArgs):
     name: str = Field(min_length=1, max_length=200, description="Customer's full name.")
     phone: str = Field(description="Customer's phone number.")
 
-    _phone = field_validator("phone")(_check_phone)
+    _phone = field_validator("phone")(check_phone)
 
 
 class CancelArgs(_Args):
@@ -52,7 +52,7 @@ class CancelArgs(_Args):
     confirmation_id: str = Field(min_length=1, description="Confirmation id of the booking.")
     phone: str = Field(description="Phone number the booking was made with.")
 
-    _phone = field_validator("phone")(_check_phone)
+    _phone = field_validator("phone")(check_phone)
 
 
 def _not_past(day: dt.date) -> None:
@@ -60,14 +60,15 @@ def _not_past(day: dt.date) -> None:
         raise BookingError(f"date: {day.isoformat()} is in the past")
 
 
-def list_service_types(store: BookingStore, _: NoArgs) -> dict[str, Any]:
+def list_service_types(store: BookingStore, _: NoArgs, _ctx: ToolContext) -> dict[str, Any]:
     """Services with their code, duration and price."""
     return {"service_types": [
         {"code": s.code, "name": s.name, "duration_minutes": s.duration_minutes,
          "price": f"{s.price_cents / 100:.2f}"} for s in store.service_types()]}
 
 
-def check_availability(store: BookingStore, args: AvailabilityArgs) -> dict[str, Any]:
+def check_availability(store: BookingStore, args: AvailabilityArgs,
+                       _ctx: ToolContext) -> dict[str, Any]:
     """Free start times of a service on a day."""
     _not_past(args.date)
     starts = store.free_starts(args.service_type, args.date, now=dt.datetime.now())
@@ -75,14 +76,14 @@ def check_availability(store: BookingStore, args: AvailabilityArgs) -> dict[str,
             "free_start_times": [s.strftime("%H:%M") for s in starts]}
 
 
-def book_appointment(store: BookingStore, args: BookArgs) -> dict[str, Any]:
+def book_appointment(store: BookingStore, args: BookArgs, _ctx: ToolContext) -> dict[str, Any]:
     """Book a service; returns the confirmation."""
     _not_past(args.date)
     return store.book(args.service_type, dt.datetime.combine(args.date, args.time),
                       args.name.strip(), args.phone)
 
 
-def cancel_appointment(store: BookingStore, args: CancelArgs) -> dict[str, Any]:
+def cancel_appointment(store: BookingStore, args: CancelArgs, _ctx: ToolContext) -> dict[str, Any]:
     """Cancel a booking by confirmation id and phone."""
     return store.cancel(args.confirmation_id.strip(), args.phone)
 

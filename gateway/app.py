@@ -1,18 +1,23 @@
-"""The gateway's FastAPI app: the page, its assets, health, metrics and ``/v1/realtime``."""
+"""The gateway's FastAPI app: the page, its assets, health, metrics, tokens and ``/v1/realtime``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
-from fastapi import FastAPI, WebSocket
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.relay import Relay
+from gateway.admission import Gatekeeper, Rejection
+from gateway.limits import SharedBuckets
+from gateway.protocol import CloseCode
+from gateway.relay import Limits, Relay
 from voxmesh.config import GatewaySettings
 from voxmesh.v1 import orchestrator_pb2_grpc
 
@@ -28,8 +33,9 @@ PAGE_HEADERS = {
     "Permissions-Policy": "microphone=(self)",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-cache",
+    "Cache-Control": "no-store",  # it may carry the page key
 }
+SESSION_KEY_SLOT = 'data-session-key=""'
 
 
 def channel_options(max_message_bytes: int = 4 * 1024 * 1024) -> list[tuple[str, int]]:
@@ -49,6 +55,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         settings: Gateway settings; read from ``VOXMESH_GATEWAY_*`` when omitted.
     """
     settings = settings or GatewaySettings()
+    gatekeeper = Gatekeeper(settings)
+    key_rates = SharedBuckets(settings.key_messages_per_s, settings.key_message_burst)
+    relays: set[Relay] = set()  # live connections, only so that drain() can reach them
+    page_html = (STATIC_DIR / "index.html").read_text()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,11 +71,30 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="VoxMesh gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.state.relays = relays
+    app.state.draining = False
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+    async def page(request: Request) -> HTMLResponse:
+        key = gatekeeper.page_key_for(request.headers.get("host", ""))
+        html = page_html.replace(SESSION_KEY_SLOT, f'data-session-key="{key}"', 1)
+        return HTMLResponse(html, headers=PAGE_HEADERS)
+
+    @app.post("/v1/sessions")
+    async def create_session(request: Request) -> JSONResponse:
+        try:
+            body = await gatekeeper.session_request_body(request)
+            token, expires_at = gatekeeper.issue(request, body)
+        except Rejection as rejection:
+            return rejection.response()
+        return JSONResponse({"token": token, "expires_at": expires_at},
+                            headers={"Cache-Control": "no-store"})
+
+    @app.get("/v1/agents")
+    async def agents() -> JSONResponse:
+        return JSONResponse({"agents": settings.agents,
+                             "default": settings.agents[0] if settings.agents else ""})
 
     @app.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> JSONResponse:
@@ -77,6 +106,40 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket) -> None:
-        await Relay(ws, app.state.stub, settings.max_frame_bytes).run()
+        try:
+            if app.state.draining:
+                raise Rejection(503, "draining", "service restart: reconnect",
+                                CloseCode.RESTART)
+            claims = gatekeeper.admit(ws)
+        except Rejection as rejection:
+            await gatekeeper.refuse(ws, rejection)
+            return
+        limits = Limits(
+            max_frame_bytes=settings.max_frame_bytes,
+            max_messages_per_s=settings.max_messages_per_s, message_burst=settings.message_burst,
+            audio_rate_margin=settings.audio_rate_margin, audio_burst_s=settings.audio_burst_s,
+            start_timeout_s=settings.start_timeout_s, send_queue_bytes=settings.send_queue_bytes,
+            close_grace_s=settings.ping_timeout_s, user_id=claims.user_id)
+        with gatekeeper.hold(ws, claims), key_rates.hold(claims.subject) as key_frames:
+            relay = Relay(ws, app.state.stub, limits, key_frames)
+            relays.add(relay)
+            try:
+                await relay.run()
+            finally:
+                relays.discard(relay)
 
     return app
+
+
+async def drain(app: FastAPI, timeout_s: float) -> None:
+    """Tell every connected client to reconnect (``session.draining``, close 1012).
+
+    New connections are refused with 1012 from now on. Returns when all connections
+    have closed or after ``timeout_s``.
+    """
+    app.state.draining = True
+    relays: list[Relay] = list(app.state.relays)
+    for relay in relays:
+        relay.drain()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(r.ended.wait() for r in relays)), timeout_s)

@@ -16,3 +16,17 @@ ERRORS = Counter(
     "gRPC statuses).",
     ["code"],
 )
+REJECTIONS = Counter(
+    "voxmesh_gateway_rejections_total",
+    "Refused token requests and WebSocket handshakes, by reason (unauthorized, "
+    "forbidden_origin, too_many_connections, ...).",
+    ["reason"],
+)
+SLOW_CLIENTS = Counter(
+    "voxmesh_gateway_slow_clients_total",
+    "Connections closed with 4413 because more than send_queue_bytes waited for the client.",
+)
+HANDSHAKE_TIMEOUTS = Counter(
+    "voxmesh_gateway_handshake_timeouts_total",
+    "Connections closed with HTTP 408 because their request headers did not arrive in time.",
+)

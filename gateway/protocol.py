@@ -43,6 +43,30 @@ class ErrorCode(StrEnum):
     """A frame larger than the gateway's ``max_frame_bytes``."""
     INVALID_AUDIO = "invalid_audio"
     """A binary frame that is not whole PCM16 samples."""
+    RATE_LIMITED = "rate_limited"
+    """More frames per second than the gateway's ``max_messages_per_s``; the frame is dropped."""
+    AUDIO_TOO_FAST = "audio_too_fast"
+    """Audio faster than real time times ``audio_rate_margin``; the frame is dropped."""
+
+
+class CloseCode:
+    """WebSocket close codes of the gateway (4xxx: application codes, RFC 6455 7.4.2)."""
+
+    NORMAL = 1000
+    POLICY = 1008
+    TOO_BIG = 1009
+    INTERNAL = 1011
+    RESTART = 1012
+    UNAUTHORIZED = 4401
+    """Missing, malformed, badly signed or expired token."""
+    FORBIDDEN_ORIGIN = 4403
+    """The page's ``Origin`` is not in ``allowed_origins``."""
+    START_TIMEOUT = 4408
+    """No ``session.start`` within ``start_timeout_s``."""
+    SLOW_CLIENT = 4413
+    """The client read too slowly: more than ``send_queue_bytes`` waited for it."""
+    TOO_MANY_CONNECTIONS = 4429
+    """The client's IP or key already holds its maximum of connections."""
 
 
 class ProtocolError(Exception):
@@ -87,13 +111,19 @@ class SessionStartMessage(_ClientMessage):
     output_sample_rate: SampleRate = Field(24000, description="Reply audio rate, Hz.")
     session_id: str | None = Field(None, max_length=128, description="Session to resume.")
     variables: dict[str, str] = Field(default_factory=dict, max_length=64)
+    user_id: str = Field("", max_length=128, description="Who the user is; empty = nobody.")
 
-    def to_request(self) -> pb.SessionRequest:
-        """The gRPC request that starts the orchestrator's session."""
+    def to_request(self, user_id: str = "") -> pb.SessionRequest:
+        """The gRPC request that starts the orchestrator's session.
+
+        Args:
+            user_id: The user the token vouches for; overrides the message's when set.
+        """
         return pb.SessionRequest(start=pb.SessionStart(
             session_id=self.session_id or "", agent=self.agent,
             input_sample_rate_hertz=self.sample_rate,
-            output_sample_rate_hertz=self.output_sample_rate, variables=self.variables))
+            output_sample_rate_hertz=self.output_sample_rate, variables=self.variables,
+            user_id=user_id or self.user_id))
 
 
 class InputTextMessage(_ClientMessage):
@@ -228,6 +258,33 @@ ServerEvent = dict[str, Any] | bytes
 """A JSON event for a text frame, or reply audio for a binary frame."""
 
 
+class _ServerMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class NotificationEvent(_ServerMessage):
+    """``notification``: the agent is about to speak a proactive notification.
+
+    Its text and audio follow as a reply whose ``turn_id`` is ``notification_id``.
+    """
+
+    type: Literal["notification"] = "notification"
+    notification_id: str
+    text: str
+    priority: str = Field(description='"high" or "normal".')
+    source: str = Field(description='What produced it, e.g. "escalation".')
+
+
+class AgentChangedEvent(_ServerMessage):
+    """``agent.changed``: another agent answers from this turn on (a handoff)."""
+
+    type: Literal["agent.changed"] = "agent.changed"
+    turn_id: str | None
+    from_agent: str
+    to_agent: str
+    reason: str
+
+
 def _turn(turn_id: str) -> str | None:
     return turn_id or None
 
@@ -275,6 +332,14 @@ def to_client(response: pb.SessionResponse) -> tuple[str, ServerEvent] | None:
                  "llm_ms": lat.llm_ms, "tts_ms": lat.tts_ms, "total_ms": lat.total_ms}
     elif kind == "error":
         event = error_event(response.error.code, response.error.message)
+    elif kind == "notification":
+        n = response.notification
+        event = NotificationEvent(notification_id=n.notification_id, text=n.text,
+                                  priority=n.priority or "normal", source=n.source).model_dump()
+    elif kind == "agent_changed":
+        a = response.agent_changed
+        event = AgentChangedEvent(turn_id=_turn(a.turn_id), from_agent=a.from_agent,
+                                  to_agent=a.to_agent, reason=a.reason).model_dump()
     else:
         return None
     return event["type"], event

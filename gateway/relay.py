@@ -2,9 +2,10 @@
 
 A :class:`Relay` waits for ``session.start``, opens the stream, and then runs two
 pumps: browser -> orchestrator and orchestrator -> browser, awaited with
-FIRST_COMPLETED and cancelled in ``finally``. Each connection has its own tasks,
-so a slow browser only slows its own stream (WebSocket writes and gRPC flow
-control push back on that stream alone).
+FIRST_COMPLETED and cancelled in ``finally``. Each connection has its own tasks
+and its own bounded :class:`~gateway.outbox.Outbox`, so a slow browser only slows
+its own stream, and one that stops reading is closed with 4413 once
+``send_queue_bytes`` wait for it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 import grpc
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from gateway import metrics
+from gateway.limits import TokenBucket
+from gateway.outbox import Outbox, OutboxClosed, SlowClient
 from gateway.protocol import (
     ClientMessage,
+    CloseCode,
     ErrorCode,
     PingMessage,
     ProtocolError,
@@ -44,15 +49,35 @@ _CLIENT_STATUSES = frozenset({
     grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNAUTHENTICATED,
 })
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
+CLOSE_NORMAL = CloseCode.NORMAL
+CLOSE_POLICY = CloseCode.POLICY
+CLOSE_INTERNAL = CloseCode.INTERNAL
 END_GRACE_S = 10.0
 """How long the orchestrator may take to finish a session after ``session.end``."""
+# Errors a flooding client provokes on every frame are sent at most this often per code.
+THROTTLED_ERRORS = frozenset({ErrorCode.RATE_LIMITED, ErrorCode.AUDIO_TOO_FAST})
+THROTTLE_S = 1.0
 
 
 class ClientGone(Exception):
     """The browser closed the WebSocket or the connection dropped."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection limits (``VOXMESH_GATEWAY_*`` settings of the same names)."""
+
+    max_frame_bytes: int = 64 * 1024
+    max_messages_per_s: float = 150.0
+    message_burst: int = 300
+    audio_rate_margin: float = 1.5
+    audio_burst_s: float = 2.0
+    start_timeout_s: float = 10.0
+    send_queue_bytes: int = 1024 * 1024
+    close_grace_s: float = 20.0
+    """How long a closing connection may take to read what is left before it is aborted."""
+    user_id: str = ""
+    """The user the session token vouches for; empty lets the client name one."""
 
 
 @dataclass(frozen=True)
@@ -67,32 +92,66 @@ class Relay:
     """Serves one WebSocket connection.
 
     Args:
-        ws: The accepted-to-be WebSocket.
+        ws: The accepted-to-be WebSocket (already admitted: origin, token, connection caps).
         stub: Orchestrator stub on the channel all connections share.
-        max_frame_bytes: Larger frames are answered with ``frame_too_large``.
+        limits: This connection's limits.
     """
 
     def __init__(self, ws: WebSocket, stub: orchestrator_pb2_grpc.OrchestratorStub,
-                 max_frame_bytes: int) -> None:
+                 limits: Limits, key_frames: TokenBucket | None = None) -> None:
         self.ws = ws
         self.stub = stub
-        self.max_frame_bytes = max_frame_bytes
+        self.limits = limits
+        self.max_frame_bytes = limits.max_frame_bytes
         self.session_id = ""
-        self._send_lock = asyncio.Lock()  # the two pumps both write to the socket
+        self.outbox = Outbox(ws, limits.send_queue_bytes)
+        self.ended = asyncio.Event()
+        """Set when :meth:`run` has returned."""
+        self._frames = TokenBucket(limits.max_messages_per_s, limits.message_burst)
+        self._key_frames = key_frames  # shared by all connections of the same key
+        self._audio: TokenBucket | None = None  # sized by session.start's sample rate
+        self._last_error: dict[ErrorCode, float] = {}
 
     async def run(self) -> None:
         """Accept the WebSocket and relay it until either side ends."""
         await self.ws.accept()
         metrics.CONNECTIONS.inc()
+        self.outbox.start()
         try:
-            start = await self._await_start()
+            try:
+                async with asyncio.timeout(self.limits.start_timeout_s):
+                    start = await self._await_start()
+            except TimeoutError:
+                log.info("no session.start in time", extra={"code": "start_timeout"})
+                self._close(CloseCode.START_TIMEOUT,
+                                  f"no session.start within {self.limits.start_timeout_s:g} s")
+                return
             if start is not None:
                 await self._relay(start)
         except ClientGone:
             session_id_var.set(self.session_id)
             log.info("client went away")
+        except SlowClient as exc:
+            session_id_var.set(self.session_id)
+            metrics.SLOW_CLIENTS.inc()
+            log.warning("closing a client that does not read", extra={
+                "code": "slow_client", "queued_bytes": self.outbox.queued_bytes})
+            self.outbox.close(CloseCode.SLOW_CLIENT, str(exc), discard=True)
         finally:
-            metrics.CONNECTIONS.dec()
+            try:
+                await self.outbox.finish(self.limits.close_grace_s)
+            finally:
+                metrics.CONNECTIONS.dec()
+                self.ended.set()
+
+    def drain(self) -> None:
+        """Tell the client that this gateway is going away and close with 1012."""
+        try:
+            self._send("session.draining", {"type": "session.draining",
+                                            "session_id": self.session_id or None})
+        except (ClientGone, SlowClient):
+            pass  # the close below still goes out, or the client is already gone
+        self._close(CloseCode.RESTART, "service restart: reconnect and resume the session")
 
     # -- before session.start --------------------------------------------------------------
 
@@ -105,19 +164,26 @@ class Relay:
                     raise ProtocolError(ErrorCode.NOT_STARTED,
                                         "audio: send session.start before any audio")
                 if isinstance(frame, PingMessage):
-                    await self._send("pong", frame.pong())
+                    self._send("pong", frame.pong())
                 elif isinstance(frame, SessionStartMessage):
+                    if self.limits.user_id and frame.user_id not in ("", self.limits.user_id):
+                        raise ProtocolError(
+                            ErrorCode.INVALID_FIELD,
+                            "user_id: differs from the user the token was issued for")
                     if frame.session_id:
                         self._set_session_id(frame.session_id)
+                    rate = frame.sample_rate * 2  # bytes of PCM16 per second
+                    self._audio = TokenBucket(rate * self.limits.audio_rate_margin,
+                                              rate * self.limits.audio_burst_s)
                     return frame
                 elif isinstance(frame, SessionEndMessage):
-                    await self._close(CLOSE_NORMAL, "session ended")
+                    self._close(CLOSE_NORMAL, "session ended")
                     return None
                 else:
                     raise ProtocolError(ErrorCode.NOT_STARTED,
                                         f"{frame.type}: send session.start first")
             except ProtocolError as err:
-                await self._send_error(err)
+                self._send_error(err)
 
     # -- the session -----------------------------------------------------------------------
 
@@ -144,12 +210,12 @@ class Relay:
                                       start: SessionStartMessage) -> None:
         """Forward browser frames; returns after ``session.end`` or when the call is over."""
         try:
-            await call.write(start.to_request())
+            await call.write(start.to_request(self.limits.user_id))
             while True:
                 try:
                     request = await self._next_request()
                 except ProtocolError as err:
-                    await self._send_error(err)
+                    self._send_error(err)
                     continue
                 if request is None:
                     continue
@@ -165,9 +231,14 @@ class Relay:
         frame = await self._read_frame()
         if isinstance(frame, bytes):
             check_audio(frame)
+            if self._audio is not None and not self._audio.take(len(frame)):
+                raise ProtocolError(
+                    ErrorCode.AUDIO_TOO_FAST,
+                    f"audio: faster than {self.limits.audio_rate_margin:g}x real time "
+                    f"(burst {self.limits.audio_burst_s:g} s); frame dropped")
             return pb.SessionRequest(audio=frame)
         if isinstance(frame, PingMessage):
-            await self._send("pong", frame.pong())
+            self._send("pong", frame.pong())
             return None
         if isinstance(frame, SessionStartMessage):
             raise ProtocolError(ErrorCode.INVALID_MESSAGE,
@@ -191,7 +262,7 @@ class Relay:
                 elif kind == "error":
                     assert isinstance(event, dict)
                     metrics.ERRORS.labels(event["code"]).inc()
-                await self._send(kind, event)
+                self._send(kind, event)
         except grpc.aio.AioRpcError as exc:
             return StreamEnd(exc.code(), exc.details() or "")
         return StreamEnd(grpc.StatusCode.OK, "")
@@ -202,20 +273,20 @@ class Relay:
         if end is None:
             log.warning("orchestrator did not end the session in time",
                         extra={"grace_seconds": END_GRACE_S})
-            await self._close(CLOSE_INTERNAL, "orchestrator did not end the session")
+            self._close(CLOSE_INTERNAL, "orchestrator did not end the session")
         elif end.code is grpc.StatusCode.OK:
             log.info("session ended")
-            await self._close(CLOSE_NORMAL, "session ended")
+            self._close(CLOSE_NORMAL, "session ended")
         else:
             name = end.code.name.lower()
             log.warning("orchestrator ended the session with an error",
                         extra={"code": name, "details": end.details})
             metrics.ERRORS.labels(name).inc()
             try:
-                await self._send("error", error_event(name, end.details))
+                self._send("error", error_event(name, end.details))
             except ClientGone:
                 return
-            await self._close(CLOSE_POLICY if end.code in _CLIENT_STATUSES else CLOSE_INTERNAL,
+            self._close(CLOSE_POLICY if end.code in _CLIENT_STATUSES else CLOSE_INTERNAL,
                               name)
 
     # -- frames ----------------------------------------------------------------------------
@@ -229,6 +300,16 @@ class Relay:
         text: str | None = message.get("text")
         size = len(data) if data is not None else len((text or "").encode())
         try:
+            if not self._frames.take():
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self.limits.max_messages_per_s:g} frames per second "
+                    f"(burst {self.limits.message_burst}); frame dropped")
+            if self._key_frames is not None and not self._key_frames.take():
+                raise ProtocolError(
+                    ErrorCode.RATE_LIMITED,
+                    f"this key sends more than {self._key_frames.rate:g} frames per second "
+                    "over all its connections; frame dropped")
             if size > self.max_frame_bytes:
                 raise ProtocolError(
                     ErrorCode.FRAME_TOO_LARGE,
@@ -244,30 +325,34 @@ class Relay:
         metrics.MESSAGES.labels("in", frame.type).inc()
         return frame
 
-    async def _send(self, kind: str, event: ServerEvent) -> None:
-        async with self._send_lock:
-            try:
-                if isinstance(event, bytes):
-                    await self.ws.send_bytes(event)
-                else:
-                    await self.ws.send_text(
-                        json.dumps(event, separators=(",", ":"), ensure_ascii=False))
-            except (WebSocketDisconnect, RuntimeError, OSError) as exc:
-                raise ClientGone from exc
+    def _send(self, kind: str, event: ServerEvent) -> None:
+        """Queue one event for the client.
+
+        Raises:
+            ClientGone: The client left.
+            SlowClient: The client's outbox is full.
+        """
+        frame = event if isinstance(event, bytes) else json.dumps(
+            event, separators=(",", ":"), ensure_ascii=False)
+        try:
+            self.outbox.put(frame)
+        except OutboxClosed:
+            raise ClientGone from None
         metrics.MESSAGES.labels("out", kind).inc()
 
-    async def _send_error(self, err: ProtocolError) -> None:
+    def _send_error(self, err: ProtocolError) -> None:
         metrics.ERRORS.labels(err.code.value).inc()
+        if err.code in THROTTLED_ERRORS:
+            now = time.monotonic()
+            if now - self._last_error.get(err.code, -THROTTLE_S) < THROTTLE_S:
+                return  # a flood gets one error a second, not one per frame
+            self._last_error[err.code] = now
         session_id_var.set(self.session_id)
         log.info("rejected a client frame", extra={"code": err.code.value})
-        await self._send("error", error_event(err.code.value, err.message))
+        self._send("error", error_event(err.code.value, err.message))
 
-    async def _close(self, code: int, reason: str) -> None:
-        async with self._send_lock:
-            try:
-                await self.ws.close(code, reason[:120])
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                pass  # already closed by the client
+    def _close(self, code: int, reason: str) -> None:
+        self.outbox.close(code, reason)
 
     def _set_session_id(self, session_id: str) -> None:
         self.session_id = session_id

@@ -66,6 +66,7 @@ class FakeOpenAI:
         reply: Text of every reply, or a callable taking the request's messages.
         first_token_delay_s: Delay before the first content chunk of a streamed reply.
         token_delay_s: Delay between the following chunks (one word each).
+        completion_delay_s: Delay before a non-streamed reply (e.g. an intent classifier).
         fail_with_status: When set, chat completions answer this HTTP status with an
             OpenAI-style error body instead of a reply.
         model: Model id listed by ``GET /v1/models``.
@@ -80,6 +81,7 @@ class FakeOpenAI:
         *,
         first_token_delay_s: float = 0.1,
         token_delay_s: float = 0.01,
+        completion_delay_s: float = 0.0,
         fail_with_status: int | None = None,
         model: str = "fake-model",
         host: str = "127.0.0.1",
@@ -89,6 +91,7 @@ class FakeOpenAI:
         self.reply = reply
         self.first_token_delay_s = first_token_delay_s
         self.token_delay_s = token_delay_s
+        self.completion_delay_s = completion_delay_s
         self.fail_with_status = fail_with_status
         self.model = model
         self.requests: list[dict[str, Any]] = []
@@ -168,6 +171,7 @@ class FakeOpenAI:
             if body.get("stream"):
                 return StreamingResponse(self._counted(self._sse(request, model, text)),
                                          media_type="text/event-stream")
+            await asyncio.sleep(self.completion_delay_s)
             return JSONResponse(_completion(model, text))
 
         return app

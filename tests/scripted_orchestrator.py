@@ -13,6 +13,8 @@ what the gateway forwarded and how it translated the answers. Knobs:
 - input_text ``"warn"`` -> a non-fatal ``error`` event (code ``tts_failed``).
 - input_text ``"crash"`` -> the stream ends with INTERNAL.
 - input_text ``"flood"`` -> reply audio without end, as fast as flow control allows.
+- input_text ``"handoff"`` -> ``agent_changed`` (assistant -> booking), then a whole turn.
+- input_text ``"notify"`` -> ``notification`` ``n1``, then its reply turn with turn_id ``n1``.
 - interrupt -> state INTERRUPTED, playback_stop and done(interrupted) for the last turn.
 - end -> state IDLE and the stream ends with OK.
 """
@@ -41,6 +43,7 @@ class ScriptedSession:
     agent: str
     input_rate: int
     output_rate: int
+    user_id: str = ""
     kinds: list[str] = field(default_factory=list)
     audio_bytes: int = 0
     texts: list[str] = field(default_factory=list)
@@ -72,7 +75,8 @@ class ScriptedOrchestrator(orchestrator_pb2_grpc.OrchestratorServicer):
             await context.abort(grpc.StatusCode.NOT_FOUND, "agent 'missing' not found")
         session = ScriptedSession(
             session_id=start.session_id or uuid.uuid4().hex, agent=start.agent or "assistant",
-            input_rate=start.input_sample_rate_hertz, output_rate=start.output_sample_rate_hertz)
+            input_rate=start.input_sample_rate_hertz, output_rate=start.output_sample_rate_hertz,
+            user_id=start.user_id)
         session.kinds.append("start")
         self.sessions[session.session_id] = session
         turn = 0
@@ -101,6 +105,21 @@ class ScriptedOrchestrator(orchestrator_pb2_grpc.OrchestratorServicer):
                             code="tts_failed", message="speech synthesis failed"))
                     elif text == "flood":
                         async for response in _flood(session, turn_id):
+                            yield response
+                    elif text == "handoff":
+                        yield pb.SessionResponse(agent_changed=pb.AgentChanged(
+                            turn_id=turn_id, from_agent=session.agent, to_agent="booking",
+                            reason="intent booking (keyword)"))
+                        session.agent = "booking"
+                        for response in _turn(session, turn_id, text, HELLO_REPLY,
+                                              self.audio_chunks):
+                            yield response
+                    elif text == "notify":
+                        yield pb.SessionResponse(notification=pb.NotificationStarted(
+                            notification_id="n1", text="Your car is ready.", priority="high",
+                            source="escalation"))
+                        for response in _turn(session, "n1", text, ("Your car is ready.",),
+                                              self.audio_chunks):
                             yield response
                     else:
                         reply = (str(session.audio_bytes),) if text == "count" else HELLO_REPLY

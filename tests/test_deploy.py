@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from tests.conftest import StackFactory
@@ -62,7 +63,12 @@ def settings_env_names() -> set[str]:
     names: set[str] = set()
     for cls in SETTINGS_CLASSES:
         prefix = str(cls.model_config.get("env_prefix", ""))
-        names.update(f"{prefix}{name}".upper() for name in cls.model_fields)
+        for name, info in cls.model_fields.items():
+            alias = info.validation_alias
+            if isinstance(alias, AliasChoices):  # read under these names instead
+                names.update(str(choice).upper() for choice in alias.choices)
+            else:
+                names.add(f"{prefix}{name}".upper())
     return names
 
 
@@ -279,7 +285,9 @@ def test_healthcheck_commands_answer_against_real_services(
     stack = stack_factory(services=("stt", "gateway"))
     cases = [
         ("stt", {"VOXMESH_STT_PORT": str(stack.ports.stt)}),
-        ("gateway", {"VOXMESH_GATEWAY_PORT": str(stack.ports.gateway)}),
+        # Compose and k8s give the gateway its API key; its settings refuse to load without.
+        ("gateway", {"VOXMESH_GATEWAY_PORT": str(stack.ports.gateway),
+                     "VOXMESH_API_KEY": stack.api_key}),
     ]
     container_paths = {"PATH", "HOME", "XDG_CACHE_HOME", "KOKORO_JA_CACHE"}
     for target, port_env in cases:
@@ -304,6 +312,7 @@ def compose() -> dict[str, Any]:
     assert int(version.lstrip("v").split(".")[0]) >= 2, f"need Docker Compose v2+, not {version}"
     # Interpolate the file's own defaults, not whatever this shell exports.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXMESH_", "COMPOSE_"))}
+    env["VOXMESH_API_KEY"] = "compose-config-check-key"  # required, deliberately no default
     done = run(
         [binary, "--file", str(COMPOSE_FILE), "--project-directory", str(ROOT),
          "config", "--format", "json"],
@@ -493,9 +502,17 @@ def test_k8s_env_is_settings_and_wires_real_services(manifests: list[dict[str, A
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             names = {e["name"] for e in container.get("env", [])}
             assert not {n for n in names if n.startswith("VOXMESH_")} - known, name
-            refs = [e["configMapRef"]["name"] for e in container.get("envFrom", [])]
+            refs = [e["configMapRef"]["name"] for e in container.get("envFrom", [])
+                    if "configMapRef" in e]
             if name in VOXMESH_SERVICES:
                 assert refs == [configmap["metadata"]["name"]], f"{name}: envFrom the ConfigMap"
+    # The gateway's key and token secret come from their Secret, whose keys are settings.
+    gateway_secret = by_kind(manifests, "Secret")["voxmesh-gateway"]
+    assert set(gateway_secret["stringData"]) <= known
+    assert "VOXMESH_API_KEY" in gateway_secret["stringData"]
+    (gateway,) = by_kind(manifests, "Deployment")["gateway"]["spec"]["template"]["spec"][
+        "containers"]
+    assert {"secretRef": {"name": "voxmesh-gateway"}} in gateway["envFrom"]
     (api_key,) = by_kind(manifests, "Deployment")["llm"]["spec"]["template"]["spec"][
         "containers"][0]["env"]
     assert api_key["valueFrom"]["secretKeyRef"] == {

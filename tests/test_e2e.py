@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from services.llm.router import CLASSIFIER_HEADER
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import FakeOpenAI, ToolCallReply
 from tests.support import normalize_words, rms, speak, word_error_rate
 from voxmesh.client import RealtimeClient
 from voxmesh.launcher import Stack, free_port
@@ -38,11 +38,20 @@ STORY = (
 )
 
 
-def scripted_reply(messages: list[dict[str, Any]]) -> str:
-    """The fake LLM's answers: routing JSON for the router's classifier, a long story on
-    request, else the opening hours."""
-    if messages and str(messages[0].get("content", "")).startswith(CLASSIFIER_HEADER):
+ESCALATION_REPLY = "I am finding someone from our team for you now."
+
+
+def scripted_reply(messages: list[dict[str, Any]]) -> str | ToolCallReply:
+    """The fake LLM's answers: routing JSON for the router's classifier, an escalation at
+    the escalation desk, a long story on request, else the opening hours."""
+    system = str(messages[0].get("content", "")) if messages else ""
+    if system.startswith(CLASSIFIER_HEADER):
         return json.dumps({"intent": "test_drive", "confidence": 0.95})
+    if system.startswith("You are the escalation desk"):
+        if messages[-1]["role"] == "tool":
+            return ESCALATION_REPLY
+        return ToolCallReply([{"name": "escalate_to_human", "arguments": {
+            "reason": "wants a manager", "phone": "555-0100"}}])
     last_user = next(m["content"] for m in reversed(messages) if m["role"] == "user")
     return STORY if "story" in last_user.lower() else ANSWER
 
@@ -64,7 +73,8 @@ def stack(stack_factory: Any, fake_llm: FakeOpenAI, traces_dir: Path) -> Stack:
         llm_base_url=fake_llm.base_url,
         extra_env={"VOXMESH_TRACES": f"file:{traces_dir}/{{service}}.jsonl",
                    # Kokoro must speak the concierge's turns even on a loaded machine.
-                   "VOXMESH_TTS_PRIMARY_TIMEOUT_MS": "60000"},
+                   "VOXMESH_TTS_PRIMARY_TIMEOUT_MS": "60000",
+                   "VOXMESH_LLM_ESCALATION_CHECK_SECONDS": "1"},
     )
 
 
@@ -120,7 +130,7 @@ async def wait_for_audit(stack: Stack, session_id: str, type_: str,
 
 async def test_spoken_question_gets_a_spoken_answer(stack: Stack, traces_dir: Path) -> None:
     question = speak(QUESTION, 16000)
-    async with RealtimeClient(ws_url(stack)) as client:
+    async with RealtimeClient(ws_url(stack), api_key=stack.api_key) as client:
         started = await client.start()
         assert started["type"] == "session.started", started
         session_id = started["session_id"]
@@ -213,7 +223,7 @@ async def wait_for_spans(traces_dir: Path, turn_id: str,
 
 async def test_interrupt_stops_audio_and_keeps_only_what_was_heard(
         stack: Stack, fake_llm: FakeOpenAI) -> None:
-    async with RealtimeClient(ws_url(stack)) as client:
+    async with RealtimeClient(ws_url(stack), api_key=stack.api_key) as client:
         started = await client.start()
         session_id = started["session_id"]
         await client.send("input_text", text="Tell me the story of the dealership.")
@@ -254,7 +264,7 @@ async def test_interrupt_stops_audio_and_keeps_only_what_was_heard(
 
 
 async def test_unknown_agent_is_a_clear_error(stack: Stack) -> None:
-    async with RealtimeClient(ws_url(stack)) as client:
+    async with RealtimeClient(ws_url(stack), api_key=stack.api_key) as client:
         reply = await client.start(agent="no-such-agent")
     assert reply["type"] == "error" and reply["code"] == "not_found"
     assert "no-such-agent" in reply["message"]
@@ -306,7 +316,7 @@ async def test_dead_tts_gives_a_precise_error_and_the_session_goes_on(
 
 async def test_handoff_switches_agent_and_voice(stack: Stack, traces_dir: Path) -> None:
     """The router hands a test-drive request to the concierge, whose Kokoro voice answers."""
-    async with RealtimeClient(ws_url(stack)) as client:
+    async with RealtimeClient(ws_url(stack), api_key=stack.api_key) as client:
         started = await client.start(agent="router")
         await client.send("input_text", text="I would like to test drive the new hatchback.")
         done = await client.wait_for(lambda e: e["type"] == "response.done", 60)
@@ -332,3 +342,52 @@ async def test_handoff_switches_agent_and_voice(stack: Stack, traces_dir: Path) 
                    for s in map(json.loads, (traces_dir / "tts.jsonl").read_text().splitlines())
                    if s["name"] == "tts.synthesize" and s["context"]["trace_id"] in trace_ids}
     assert engines == {"kokoro-onnx"}
+
+
+async def test_escalation_outcome_is_spoken_at_the_next_safe_moment(stack: Stack) -> None:
+    """The escalation desk's background check ends in a spoken notification, after the
+    reply that announced it, as its own turn that the dialogue remembers."""
+    async with grpc.aio.insecure_channel(stack.addr("orchestrator")) as channel:
+        call = orchestrator_pb2_grpc.OrchestratorStub(channel).Session()
+        await call.write(orchestrator_pb2.SessionRequest(start=orchestrator_pb2.SessionStart(
+            agent="escalation", input_sample_rate_hertz=16000, output_sample_rate_hertz=24000)))
+        await call.write(orchestrator_pb2.SessionRequest(
+            input_text=orchestrator_pb2.InputText(text="Let me talk to a manager, please.")))
+        events: list[orchestrator_pb2.SessionResponse] = []
+        notification_id = ""
+        while True:
+            event = await asyncio.wait_for(call.read(), 60)
+            events.append(event)
+            kind = event.WhichOneof("event")
+            if kind == "started":
+                session_id = event.started.session_id
+            if kind == "notification":
+                notification_id = event.notification.notification_id
+            if (kind == "response_done" and notification_id
+                    and event.response_done.turn_id == notification_id):
+                break
+        await call.write(orchestrator_pb2.SessionRequest(end=orchestrator_pb2.EndSession()))
+        await call.done_writing()
+
+    kinds = [e.WhichOneof("event") for e in events]
+    note = next(e.notification for e in events if e.WhichOneof("event") == "notification")
+    dones = [e.response_done for e in events if e.WhichOneof("event") == "response_done"]
+    assert [d.status for d in dones] == ["completed", "completed"]
+    # The notification waited for the reply that announced the search to finish.
+    assert kinds.index("notification") > kinds.index("response_done")
+    assert note.priority == "high" and note.source == "escalation"
+    assert "ESC-" in note.text and "call you back at 555-0100" in note.text
+    spoken = b"".join(e.audio.audio for e in events
+                      if e.WhichOneof("event") == "audio" and e.audio.turn_id == notification_id)
+    assert rms(spoken) > 0.02
+    text = "".join(e.response_text.delta for e in events
+                   if e.WhichOneof("event") == "response_text"
+                   and e.response_text.turn_id == notification_id)
+    assert text == note.text
+
+    entries = await wait_for_audit(stack, session_id, "session.end")
+    types = [e["type"] for e in entries]
+    assert types.index("notification.received") < types.index("notification.spoken")
+    tool = next(e for e in entries if e["type"] == "tool"
+                and e["data"]["phase"] == "TOOL_PHASE_COMPLETED")
+    assert tool["data"]["name"] == "escalate_to_human"

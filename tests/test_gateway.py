@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.scripted_orchestrator import ScriptedOrchestrator, reply_chunk, serve_scripted
+from voxmesh.client import fetch_token, with_token
 from voxmesh.launcher import Stack, free_port
 from voxmesh.v1 import orchestrator_pb2 as pb
 
@@ -39,9 +40,12 @@ def servicer(scripted: tuple[str, ScriptedOrchestrator]) -> ScriptedOrchestrator
     return scripted[1]
 
 
-def start_gateway(stack_factory: Callable[..., Stack], orchestrator_addr: str) -> Stack:
-    return stack_factory(services=("gateway",),
-                         extra_env={"VOXMESH_GATEWAY_ORCHESTRATOR_ADDR": orchestrator_addr})
+def start_gateway(stack_factory: Callable[..., Stack], orchestrator_addr: str,
+                  **env: str) -> Stack:
+    """A gateway process in front of ``orchestrator_addr``; ``env`` sets VOXMESH_GATEWAY_*."""
+    extra = {f"VOXMESH_GATEWAY_{name.upper()}": value for name, value in env.items()}
+    return stack_factory(services=("gateway",), extra_env={
+        "VOXMESH_GATEWAY_ORCHESTRATOR_ADDR": orchestrator_addr, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,13 @@ def gateway(stack_factory: Callable[..., Stack],
 
 
 def ws_url(stack: Stack) -> str:
+    """The realtime URL without a token."""
     return f"ws://{stack.host}:{stack.ports.gateway}/v1/realtime"
+
+
+async def realtime_url(stack: Stack, user_id: str = "") -> str:
+    """The realtime URL with a fresh token bought with the stack's API key."""
+    return with_token(ws_url(stack), await fetch_token(ws_url(stack), stack.api_key, user_id))
 
 
 def kind(frame: Frame) -> str:
@@ -121,7 +131,7 @@ async def test_healthz_and_metrics(gateway: Stack) -> None:
     async with httpx.AsyncClient(base_url=gateway.gateway_url) as http:
         health = await http.get("/healthz")
         assert health.status_code == 200 and health.json() == {"status": "ok"}
-        async with connect(ws_url(gateway)) as ws:
+        async with connect(await realtime_url(gateway)) as ws:
             await send(ws, "ping", id=7)
             assert await recv(ws) == {"type": "pong", "id": 7}
             await ws.send("{oops")
@@ -140,7 +150,7 @@ async def test_healthz_and_metrics(gateway: Stack) -> None:
 
 
 async def test_a_turn_round_trips_in_order(gateway: Stack, servicer: ScriptedOrchestrator) -> None:
-    async with connect(ws_url(gateway)) as ws:
+    async with connect(await realtime_url(gateway)) as ws:
         started = await start_session(ws)
         assert started["agent"] == "assistant" and started["resumed"] is False
         session = servicer.sessions[started["session_id"]]
@@ -190,7 +200,7 @@ async def test_a_turn_round_trips_in_order(gateway: Stack, servicer: ScriptedOrc
 
 async def test_start_fields_reach_the_orchestrator(gateway: Stack,
                                                    servicer: ScriptedOrchestrator) -> None:
-    async with connect(ws_url(gateway)) as ws:
+    async with connect(await realtime_url(gateway)) as ws:
         started = await start_session(ws, agent="concierge", session_id="resume-me",
                                       sample_rate=48000, output_sample_rate=16000,
                                       variables={"name": "Ada"})
@@ -226,7 +236,7 @@ async def test_start_fields_reach_the_orchestrator(gateway: Stack,
 async def test_bad_frames_get_an_error_and_the_connection_goes_on(
         gateway: Stack, servicer: ScriptedOrchestrator, started: bool, frame: Any, code: str,
         says: str) -> None:
-    async with connect(ws_url(gateway), max_size=2**22) as ws:
+    async with connect(await realtime_url(gateway), max_size=2**22) as ws:
         session_id = (await start_session(ws))["session_id"] if started else None
         await ws.send(frame if isinstance(frame, (bytes, str)) else json.dumps(frame))
         error = await recv(ws)
@@ -242,8 +252,36 @@ async def test_bad_frames_get_an_error_and_the_connection_goes_on(
     assert session.kinds == ["start", "input_text"]  # nothing invalid was forwarded
 
 
+async def test_notification_agent_change_and_user_id_are_relayed(
+        gateway: Stack, servicer: ScriptedOrchestrator) -> None:
+    async with connect(await realtime_url(gateway)) as ws:
+        started = await start_session(ws, user_id="ada")
+        await send(ws, "input_text", text="handoff")
+        frames = await recv_until(ws, "latency")
+        assert frames[0] == {"type": "agent.changed", "turn_id": "t1", "from_agent": "assistant",
+                             "to_agent": "booking", "reason": "intent booking (keyword)"}
+        assert [kind(f) for f in frames[1:]] == HELLO_TURN
+        assert await recv(ws) == {"type": "state", "state": "listening", "turn_id": None}
+
+        await send(ws, "input_text", text="notify")
+        frames = await recv_until(ws, "latency")
+        assert frames[0] == {"type": "notification", "notification_id": "n1",
+                             "text": "Your car is ready.", "priority": "high",
+                             "source": "escalation"}
+        assert {"type": "response.text", "turn_id": "n1", "delta": "Your car is ready."} in frames
+        assert {"type": "response.done", "turn_id": "n1", "status": "completed"} in frames
+    assert servicer.sessions[started["session_id"]].user_id == "ada"
+
+
+async def test_agents_are_listed_for_the_picker(gateway: Stack) -> None:
+    async with httpx.AsyncClient(base_url=gateway.gateway_url) as http:
+        reply = await http.get("/v1/agents")
+    assert reply.json() == {"agents": ["router", "assistant", "booking", "concierge"],
+                            "default": "router"}
+
+
 async def test_unknown_agent_is_an_error_and_a_close(gateway: Stack) -> None:
-    async with connect(ws_url(gateway)) as ws:
+    async with connect(await realtime_url(gateway)) as ws:
         await send(ws, "session.start", agent="missing")
         assert await recv(ws) == {"type": "error", "code": "not_found",
                                   "message": "agent 'missing' not found"}
@@ -251,7 +289,7 @@ async def test_unknown_agent_is_an_error_and_a_close(gateway: Stack) -> None:
 
 
 async def test_orchestrator_failure_mid_session_closes_with_1011(gateway: Stack) -> None:
-    async with connect(ws_url(gateway)) as ws:
+    async with connect(await realtime_url(gateway)) as ws:
         await start_session(ws)
         await send(ws, "input_text", text="crash")
         assert await recv(ws) == {"type": "error", "code": "internal",
@@ -260,7 +298,7 @@ async def test_orchestrator_failure_mid_session_closes_with_1011(gateway: Stack)
 
 
 async def test_non_fatal_orchestrator_errors_are_relayed(gateway: Stack) -> None:
-    async with connect(ws_url(gateway)) as ws:
+    async with connect(await realtime_url(gateway)) as ws:
         await start_session(ws)
         await send(ws, "input_text", text="warn")
         assert await recv(ws) == {"type": "error", "code": "tts_failed",
@@ -270,7 +308,7 @@ async def test_non_fatal_orchestrator_errors_are_relayed(gateway: Stack) -> None
 
 async def test_orchestrator_down_is_unavailable(stack_factory: Callable[..., Stack]) -> None:
     stack = start_gateway(stack_factory, f"127.0.0.1:{free_port()}")
-    async with connect(ws_url(stack)) as ws:
+    async with connect(await realtime_url(stack)) as ws:
         await send(ws, "session.start")
         error = await recv(ws)
         assert isinstance(error, dict)
@@ -281,7 +319,8 @@ async def test_orchestrator_down_is_unavailable(stack_factory: Callable[..., Sta
 
 async def test_connections_are_independent_and_a_slow_client_blocks_nobody(
         gateway: Stack, servicer: ScriptedOrchestrator) -> None:
-    async with connect(ws_url(gateway), max_queue=1) as slow, connect(ws_url(gateway)) as fast:
+    slow_url, fast_url = await realtime_url(gateway), await realtime_url(gateway)
+    async with connect(slow_url, max_queue=1) as slow, connect(fast_url) as fast:
         slow_id = (await start_session(slow))["session_id"]
         await send(slow, "input_text", text="flood")  # endless audio that `slow` never reads
         flooding = servicer.sessions[slow_id]
@@ -308,10 +347,17 @@ async def test_sigterm_closes_sessions_and_stops_the_gateway(
     addr, servicer = scripted
     stack = start_gateway(stack_factory, addr)
     popen = stack.procs[0].popen
-    async with connect(ws_url(stack)) as ws:
-        session = servicer.sessions[(await start_session(ws))["session_id"]]
+    async with connect(await realtime_url(stack)) as ws:
+        session_id = (await start_session(ws))["session_id"]
+        session = servicer.sessions[session_id]
         await asyncio.to_thread(stack.stop)
-        assert await close_code(ws) == 1012  # service restart: come back later
+        # Told first, so that the client reconnects and resumes this session elsewhere.
+        assert await recv(ws) == {"type": "session.draining", "session_id": session_id}
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 1012  # service restart: come back later
+        assert closed.value.rcvd.reason.startswith("service restart")
     assert popen.returncode == -signal.SIGTERM  # exited on its own, not killed
     await asyncio.wait_for(session.ended.wait(), 5)  # the gateway closed its stream
     assert session.outcome in ("cancelled", "ended")

@@ -243,7 +243,7 @@ async def test_unknown_agent_and_misplaced_config_are_rejected(stack: Stack) -> 
 
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     assert unknown.value.details() == (
-        "unknown agent 'nope' (known: assistant, booking, concierge, router)")
+        "unknown agent 'nope' (known: assistant, booking, concierge, escalation, faq, router)")
     assert no_config.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "config" in (no_config.value.details() or "")
     assert twice.value.code() == grpc.StatusCode.INVALID_ARGUMENT

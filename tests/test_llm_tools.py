@@ -67,17 +67,7 @@ def stack(stack_factory: StackFactory, fake: FakeOpenAI, db_path: Path) -> Stack
 async def run_turn(conv: Conversation, turn_id: str, text: str
                    ) -> tuple[str, list[pb.ToolActivity], pb.TurnComplete]:
     await conv.send(user_turn=pb.UserTurn(turn_id=turn_id, text=text))
-    deltas: list[str] = []
-    tools: list[pb.ToolActivity] = []
-    while True:
-        event = await conv.read()
-        kind = event.WhichOneof("event")
-        if kind == "delta":
-            deltas.append(event.delta.delta)
-        elif kind == "tool":
-            tools.append(event.tool)
-        elif kind == "done":
-            return "".join(deltas), tools, event.done
+    return await rest_of_turn(conv)
 
 
 def appointments(db_path: Path, phone: str) -> list[tuple[str, str, str, str]]:
@@ -264,3 +254,62 @@ def test_an_unknown_tool_fails_the_agent_file(tmp_path: Path) -> None:
     path.write_text("name: bad\nsystem_prompt: hi\ntools: [book_appointment, teleport]\n")
     with pytest.raises(AgentError, match=r"bad\.yaml.*field 'tools'.*teleport"):
         load_agent(path)
+
+
+async def test_a_speculative_turn_runs_no_tool_until_committed(
+        stack: Stack, fake: FakeOpenAI, db_path: Path) -> None:
+    day = weekday_ahead(2).isoformat()
+    booking = {"service_type": "tire_rotation", "date": day, "time": "11:00",
+               "name": "Eager Ed", "phone": "555-0311"}
+    fake.reply = scripted([ToolCallReply([{"name": "book_appointment", "arguments": booking}]),
+                           "Booked."])
+    async with conversation(stack.addr("llm"), agent="booking") as conv:
+        await conv.send(user_turn=pb.UserTurn(turn_id="t1", text="Tires Wednesday at eleven.",
+                                              speculative=True))
+        await asyncio.sleep(1.0)  # the model asked for the tool long ago; nothing may run
+        assert appointments(db_path, "555-0311") == []
+        await conv.send(commit=pb.CommitTurn(turn_id="t1"))
+        text, tools, done = await rest_of_turn(conv)
+
+    assert done.status == pb.TURN_STATUS_COMPLETED and text == "Booked."
+    assert [t.phase for t in tools] == [pb.TOOL_PHASE_STARTED, pb.TOOL_PHASE_COMPLETED]
+    assert len(appointments(db_path, "555-0311")) == 1
+
+
+async def test_a_discarded_speculative_turn_leaves_no_trace(
+        stack: Stack, fake: FakeOpenAI, db_path: Path) -> None:
+    day = weekday_ahead(3).isoformat()
+    booking = {"service_type": "oil_change", "date": day, "time": "15:00",
+               "name": "Eager Eve", "phone": "555-0312"}
+    fake.reply = scripted([ToolCallReply([{"name": "book_appointment", "arguments": booking}]),
+                           "Booked."])
+    async with conversation(stack.addr("llm"), agent="booking") as conv:
+        await conv.send(user_turn=pb.UserTurn(turn_id="t1", text="Oil change Thursday at",
+                                              speculative=True))
+        await asyncio.sleep(0.5)
+        await conv.send(cancel=pb.CancelTurn(turn_id="t1", discard=True))
+        _, tools, done = await rest_of_turn(conv)
+        assert done.status == pb.TURN_STATUS_CANCELLED and tools == []
+        fake.reply = "Which time on Thursday?"
+        text, _, _ = await run_turn(conv, "t1", "Oil change Thursday at three, I mean.")
+
+    assert text == "Which time on Thursday?"
+    assert appointments(db_path, "555-0312") == []
+    users = [m["content"] for m in fake.requests[-1]["messages"] if m["role"] == "user"]
+    assert users == ["Oil change Thursday at three, I mean."]  # the withdrawn words are gone
+
+
+async def rest_of_turn(conv: Conversation
+                       ) -> tuple[str, list[pb.ToolActivity], pb.TurnComplete]:
+    """Text, tool events and completion of the turn under way."""
+    deltas: list[str] = []
+    tools: list[pb.ToolActivity] = []
+    while True:
+        event = await conv.read()
+        kind = event.WhichOneof("event")
+        if kind == "delta":
+            deltas.append(event.delta.delta)
+        elif kind == "tool":
+            tools.append(event.tool)
+        elif kind == "done":
+            return "".join(deltas), tools, event.done

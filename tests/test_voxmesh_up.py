@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def voxmesh_up(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
+) -> Iterator[tuple[subprocess.Popen[str], str, Path, str]]:
     state_dir = tmp_path_factory.mktemp("up")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("VOXMESH_")}  # embedded defaults only
@@ -54,7 +54,9 @@ def voxmesh_up(
         proc.kill()
         pytest.fail("voxmesh up did not print the URL:\n" + "".join(output))
     url = url_line.split()[1]
-    yield proc, url, state_dir
+    # No VOXMESH_API_KEY was given: `up` generated one and printed it.
+    key_line = next(line for line in output if line.strip().startswith("api key"))
+    yield proc, url, state_dir, key_line.split()[2]
     if proc.poll() is None:
         proc.kill()
         proc.wait()
@@ -62,15 +64,15 @@ def voxmesh_up(
 
 
 async def test_up_serves_the_page_and_answers_with_the_embedded_model(
-        voxmesh_up: tuple[subprocess.Popen[str], str, Path]) -> None:
-    _, url, _ = voxmesh_up
+        voxmesh_up: tuple[subprocess.Popen[str], str, Path, str]) -> None:
+    _, url, _, api_key = voxmesh_up
     assert url.startswith("http://127.0.0.1:")
     async with httpx.AsyncClient() as http:
         page = await http.get(url)
     assert page.status_code == 200 and "<html" in page.text.lower()
 
     ws_url = url.replace("http://", "ws://").rstrip("/") + "/v1/realtime"
-    async with RealtimeClient(ws_url) as client:
+    async with RealtimeClient(ws_url, api_key=api_key) as client:
         started = await client.start()
         assert started["type"] == "session.started"
         await client.send("input_text", text="Hello! Who are you?")
@@ -81,8 +83,9 @@ async def test_up_serves_the_page_and_answers_with_the_embedded_model(
     assert rms(client.received.audio_bytes()) > 0.02
 
 
-def test_ctrl_c_stops_every_process(voxmesh_up: tuple[subprocess.Popen[str], str, Path]) -> None:
-    proc, _, state_dir = voxmesh_up
+def test_ctrl_c_stops_every_process(
+        voxmesh_up: tuple[subprocess.Popen[str], str, Path, str]) -> None:
+    proc, _, state_dir, _ = voxmesh_up
     logs = sorted(p.stem for p in (state_dir / "logs").glob("*.log"))
     assert logs == ["gateway", "llm", "llm-server", "orchestrator", "redis", "stt", "tts"]
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)

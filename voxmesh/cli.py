@@ -30,6 +30,10 @@ Environment (each optional):
   VOXMESH_STT_MODEL      faster-whisper model name or path (default: bundled tiny.en)
   VOXMESH_TTS_ENGINES    TTS engines to load (default: hibari,kokoro-onnx)
   VOXMESH_TRACES         none | console | otlp | file:PATH
+  VOXMESH_API_KEY        the gateway's API key (POST /v1/sessions buys session
+                         tokens with it); unset generates one and prints it. On a
+                         loopback --host the page is served a page key to do the same
+                         (VOXMESH_GATEWAY_PAGE_KEY_ENABLED, see docs/protocol.md)
 """
 
 
@@ -41,6 +45,9 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise SystemExit(f"{name}: expected a port number, got {value!r}") from None
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def _interrupt_on_sigterm(signum: int, frame: object) -> None:
@@ -65,7 +72,11 @@ def up(opts: argparse.Namespace) -> int:
         state_dir=Path(opts.state_dir).expanduser(),
         redis_url=os.environ.get("VOXMESH_REDIS_URL", ""),
         llm_base_url=os.environ.get("VOXMESH_LLM_BASE_URL", ""),
+        # The local page may buy its own session tokens; only on loopback (see protocol.md).
+        extra_env={"VOXMESH_GATEWAY_PAGE_KEY_ENABLED": os.environ.get(
+            "VOXMESH_GATEWAY_PAGE_KEY_ENABLED", str(opts.host in LOOPBACK_HOSTS).lower())},
     )
+    generated_key = not os.environ.get("VOXMESH_API_KEY")
     print(f"voxmesh: starting the stack (logs in {stack.state_dir / 'logs'})...", flush=True)
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
@@ -81,6 +92,10 @@ def up(opts: argparse.Namespace) -> int:
     print(f"  llm endpoint  {stack.llm_base_url}")
     for name in ("orchestrator", "stt", "llm", "tts"):
         print(f"  {name:<13} {stack.addr(name)}  metrics :{stack.metrics_ports[name]}")
+    if generated_key:
+        print(f"  api key       {stack.api_key}  (generated; set VOXMESH_API_KEY to choose)")
+    else:
+        print("  api key       from VOXMESH_API_KEY")
     print(f"\nOpen {stack.gateway_url} in a browser and speak. Ctrl-C stops everything.",
           flush=True)
     try:

@@ -1,21 +1,64 @@
 """A Python client for the gateway's WebSocket protocol v1 (``/v1/realtime``).
 
 Used by the end-to-end tests and the benchmarks; also a reference for anyone
-writing a client (docs/protocol.md has the full protocol).
+writing a client (docs/protocol.md has the full protocol). A session needs a token:
+:func:`fetch_token` buys one with the API key (``POST /v1/sessions``), and
+:class:`RealtimeClient` does that itself when given the key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 
 FRAME_MS = 20
+
+
+def http_base(url: str) -> str:
+    """``scheme://host:port`` over HTTP(S) of a gateway URL (``ws://h:p/v1/realtime`` too)."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def _post_sessions(base: str, api_key: str, user_id: str) -> dict[str, Any]:
+    body = json.dumps({"user_id": user_id} if user_id else {}).encode()
+    request = urllib.request.Request(
+        f"{base}/v1/sessions", data=body, method="POST",
+        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        result: dict[str, Any] = json.loads(reply.read())
+    return result
+
+
+async def fetch_token(url: str, api_key: str, user_id: str = "") -> str:
+    """Buy a session token from the gateway at ``url`` (any URL on it).
+
+    Args:
+        url: The gateway, e.g. ``http://127.0.0.1:8080`` or its ``ws://`` realtime URL.
+        api_key: The gateway's API key.
+        user_id: A user to bind the token to (the session is then that user's).
+
+    Raises:
+        urllib.error.HTTPError: The gateway refused (401: wrong key).
+    """
+    reply = await asyncio.to_thread(_post_sessions, http_base(url), api_key, user_id)
+    return str(reply["token"])
+
+
+def with_token(url: str, token: str) -> str:
+    """``url`` with ``?token=`` set (replacing any other query)."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode({"token": token}), ""))
 
 
 @dataclass
@@ -35,17 +78,30 @@ class Received:
 
 
 class RealtimeClient:
-    """One WebSocket session: send control messages and audio, collect what comes back."""
+    """One WebSocket session: send control messages and audio, collect what comes back.
 
-    def __init__(self, url: str) -> None:
+    Args:
+        url: The realtime URL, ``ws://host:port/v1/realtime`` (with ``?token=`` if you
+            bought the token yourself).
+        api_key: Buys a token on entering; defaults to ``VOXMESH_API_KEY``. Unused when
+            ``url`` already carries a token.
+        user_id: Binds the bought token to this user.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, user_id: str = "") -> None:
         self.url = url
+        self.api_key = api_key if api_key is not None else os.environ.get("VOXMESH_API_KEY", "")
+        self.user_id = user_id
         self.ws: ClientConnection | None = None
         self.received = Received()
         self._reader: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
 
     async def __aenter__(self) -> RealtimeClient:
-        self.ws = await connect(self.url, max_size=2**22)
+        url = self.url
+        if self.api_key and "token=" not in urlsplit(url).query:
+            url = with_token(url, await fetch_token(url, self.api_key, self.user_id))
+        self.ws = await connect(url, max_size=2**22)
         self._reader = asyncio.create_task(self._read())
         return self
 

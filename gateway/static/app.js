@@ -1,14 +1,37 @@
 // The VoxMesh page: one WebSocket session (protocol v1, docs/protocol.md), microphone capture
 // and reply playback through AudioWorklets, and a live transcript.
+//
+// Like any client, the page buys a short-lived session token (POST /v1/sessions) before it
+// connects; its credential is the page key the gateway put into data-session-key (only when
+// VOXMESH_GATEWAY_PAGE_KEY_ENABLED is on, and only on loopback hosts or listed origins).
 
 const INPUT_RATE = 16000; // microphone audio sent to the server
 const OUTPUT_RATE = 24000; // reply audio asked of the server
 const REPORT_MS = 250; // playback progress reports
 const FRAME_MS = 20;
+// Closes after which the page reconnects and resumes its session (network loss, a gateway
+// restart or drain, a server error, too slow a connection); the rest need the user.
+const RECONNECT_CODES = new Set([1001, 1005, 1006, 1011, 1012, 1013, 4413]);
+const RECONNECT_BASE_MS = 500; // doubled per failed attempt, with jitter, up to the cap
+const RECONNECT_MAX_MS = 10000;
+const RECONNECT_ATTEMPTS = 8;
+
+// Why the gateway refused or ended a connection (close codes in docs/protocol.md).
+const CLOSE_REASONS = {
+  1009: "a message was too large",
+  1011: "server error or lost connection",
+  1012: "the server is restarting",
+  4401: "not authorized",
+  4403: "this page's origin is not allowed",
+  4408: "the session was not started in time",
+  4413: "the connection was too slow",
+  4429: "too many connections",
+};
 
 const app = document.getElementById("app");
 const ui = {
   state: document.getElementById("state"),
+  agentNow: document.getElementById("agent-now"),
   agent: document.getElementById("agent"),
   start: document.getElementById("start"),
   interrupt: document.getElementById("interrupt"),
@@ -37,6 +60,11 @@ function setBadge(state) {
   ui.state.dataset.state = state;
   ui.state.textContent = state;
   ui.interrupt.classList.toggle("hot", state === "speaking");
+}
+
+function setAgent(name) {
+  ui.agentNow.hidden = !name;
+  ui.agentNow.textContent = name || "";
 }
 
 function setLive(live) {
@@ -101,9 +129,33 @@ class Transcript {
 
   delta(turnId, delta) {
     this.follow(() => {
-      const el = this.bubble(this.turn(turnId), "assistant");
+      const turn = this.turn(turnId);
+      const el = this.bubble(turn, "assistant");
       el.classList.add("streaming");
-      el.append(delta);
+      if (!turn.prefilled) el.append(delta); // a notification shows its whole text at once
+    });
+  }
+
+  /** A proactive notification: its reply (turn_id = notification_id) fills this bubble. */
+  notification(event) {
+    this.follow(() => {
+      const turn = this.turn(event.notification_id);
+      const el = this.bubble(turn, "assistant");
+      el.classList.add("notification", event.priority === "high" ? "high" : "normal");
+      el.dataset.label = event.source ? `Notification · ${event.source}` : "Notification";
+      el.textContent = event.text;
+      turn.prefilled = true;
+    });
+  }
+
+  /** A line about the conversation itself, e.g. a handoff to another agent. */
+  system(text) {
+    this.follow(() => {
+      this.empty.hidden = true;
+      const el = document.createElement("div");
+      el.className = "system";
+      el.textContent = text;
+      this.root.append(el);
     });
   }
 
@@ -165,6 +217,10 @@ class Session {
     this.stopped = new Set(); // turns whose playback was stopped: drop their late audio
     this.flushWaiters = [];
     this.lastError = "";
+    this.playedByTurn = new Map(); // turnId -> ms played, for the page-visible counter
+    this.sessionId = null; // sent in session.start when reconnecting, to resume
+    this.attempts = 0; // reconnect attempts since the last session.started
+    this.retryTimer = 0;
   }
 
   async open() {
@@ -183,7 +239,27 @@ class Session {
     this.player.port.onmessage = (event) => this.onPlayer(event.data);
     this.player.connect(this.ctx.destination);
     await this.openMic();
-    this.connect();
+    await this.connect();
+  }
+
+  /** A session token, bought the way every client buys one (docs/protocol.md, Tokens). */
+  async token() {
+    const key = app.dataset.sessionKey;
+    if (!key) {
+      throw new Error("this gateway gives its page no session key " +
+        "(VOXMESH_GATEWAY_PAGE_KEY_ENABLED is off, or the host is not allowed)");
+    }
+    const reply = await fetch(app.dataset.sessionsPath, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${key}` },
+      cache: "no-store",
+    });
+    const body = await reply.json().catch(() => ({}));
+    if (!reply.ok) {
+      const why = body.error ? body.error.message : `HTTP ${reply.status}`;
+      throw new Error(`no session token (${why})`);
+    }
+    return body.token;
   }
 
   async openMic() {
@@ -213,29 +289,64 @@ class Session {
     source.connect(this.mic);
   }
 
-  connect() {
+  async connect() {
+    const token = await this.token();
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    this.ws = new WebSocket(`${scheme}://${location.host}${app.dataset.realtimePath}`);
+    const query = `?token=${encodeURIComponent(token)}`;
+    this.ws = new WebSocket(`${scheme}://${location.host}${app.dataset.realtimePath}${query}`);
     this.ws.binaryType = "arraybuffer";
     this.ws.onopen = () => this.sendJson({
       type: "session.start",
       agent: this.agent,
       sample_rate: INPUT_RATE,
       output_sample_rate: OUTPUT_RATE,
-      session_id: null,
+      session_id: this.sessionId,
       variables: {},
     });
     this.ws.onmessage = (event) => {
       if (typeof event.data === "string") this.onEvent(JSON.parse(event.data));
       else this.onAudio(event.data);
     };
+    const ws = this.ws;
     this.ws.onclose = (event) => {
+      if (ws !== this.ws) return; // an older socket
+      if (!this.closing && this.sessionId && RECONNECT_CODES.has(event.code)) {
+        this.reconnect();
+        return;
+      }
       if (!this.closing && event.code !== 1000) {
-        const why = this.lastError || `code ${event.code}${event.reason ? `, ${event.reason}` : ""}`;
+        const known = CLOSE_REASONS[event.code];
+        const detail = event.reason || `code ${event.code}`;
+        const why = this.lastError || (known ? `${known}: ${detail}` : detail);
         notify(`Session closed (${why}).`, { sticky: true });
       }
       this.teardown();
     };
+  }
+
+  /** Buy a new token and reconnect after an exponential, jittered backoff; resumes the session. */
+  reconnect() {
+    this.started = false;
+    if (this.attempts >= RECONNECT_ATTEMPTS) {
+      notify("Connection lost; could not reconnect.", { sticky: true });
+      this.teardown();
+      return;
+    }
+    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** this.attempts);
+    this.attempts += 1;
+    setBadge("reconnecting");
+    app.dataset.reconnects = String(Number(app.dataset.reconnects || 0) + 1);
+    notify("Connection lost; reconnecting…", { info: true, sticky: true });
+    if (this.player) this.player.port.postMessage({ type: "flush" }); // the reply is gone
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(async () => {
+      if (this.closing) return;
+      try {
+        await this.connect();
+      } catch {
+        this.reconnect(); // no token (the gateway is still down): try again later
+      }
+    }, delay * (0.75 + Math.random() * 0.5));
   }
 
   sendJson(message) {
@@ -250,8 +361,17 @@ class Session {
   onEvent(event) {
     switch (event.type) {
       case "session.started":
+        if (this.attempts) {
+          notify(event.resumed ? "Reconnected; the conversation goes on." : "Reconnected.",
+            { info: true });
+          if (this.sessionId && !event.resumed) transcript.system("A new session started.");
+        }
+        this.sessionId = event.session_id;
+        app.dataset.sessionId = event.session_id;
+        this.attempts = 0;
         this.started = true;
         setLive(true);
+        setAgent(event.agent);
         ui.text.focus();
         break;
       case "state":
@@ -279,6 +399,18 @@ class Session {
       case "latency":
         transcript.latency(event);
         break;
+      case "notification":
+        this.audioTurn = event.notification_id;
+        transcript.notification(event);
+        break;
+      case "agent.changed":
+        setAgent(event.to_agent);
+        transcript.system(`${event.from_agent} handed over to ${event.to_agent}` +
+          (event.reason ? ` — ${event.reason}` : ""));
+        break;
+      case "session.draining":
+        notify("The server is restarting; reconnecting…", { info: true, sticky: true });
+        break;
       case "error":
         this.lastError = `${event.code}: ${event.message}`;
         notify(this.lastError);
@@ -294,14 +426,26 @@ class Session {
     this.player.port.postMessage({ type: "audio", turnId, pcm: buffer }, [buffer]);
   }
 
+  /** Page-visible playback bookkeeping (data-played-ms, data-playing on #app). */
+  showPlayback(turnId, playedMs, playing) {
+    // Played time only grows: a second flush of a stopped turn reports 0, not a rewind.
+    if (turnId) this.playedByTurn.set(turnId, Math.max(this.playedByTurn.get(turnId) || 0, playedMs));
+    let total = 0;
+    for (const ms of this.playedByTurn.values()) total += ms;
+    app.dataset.playedMs = String(total);
+    app.dataset.playing = String(playing);
+  }
+
   onPlayer(msg) {
     if (msg.type === "progress" || msg.type === "drained") {
       if (this.stopped.has(msg.turnId)) return;
+      this.showPlayback(msg.turnId, msg.playedMs, msg.type === "progress");
       this.sendJson({
         type: "playback", turn_id: msg.turnId, played_ms: msg.playedMs,
         done: msg.type === "drained",
       });
     } else if (msg.type === "flushed") {
+      this.showPlayback(msg.turnId, msg.playedMs, false);
       for (const resolve of this.flushWaiters.splice(0)) resolve(msg);
     }
   }
@@ -339,6 +483,7 @@ class Session {
   /** Ask the server to end the session; the socket closes when it has. */
   close() {
     this.closing = true;
+    clearTimeout(this.retryTimer);
     this.started = false; // stop sending microphone audio now
     if (this.ws && this.ws.readyState === WebSocket.OPEN) {
       this.sendJson({ type: "session.end" });
@@ -356,15 +501,33 @@ class Session {
     this.ctx = null;
     this.player = null;
     this.started = false;
+    app.dataset.playing = "false";
     if (session === this) {
       session = null;
       setLive(false);
       setBadge("offline");
+      setAgent("");
     }
   }
 }
 
 // -- wiring -----------------------------------------------------------------------------------
+
+/** Fill the agent picker from the gateway's list; the static option stays if that fails. */
+async function loadAgents() {
+  try {
+    const reply = await fetch(app.dataset.agentsPath, { cache: "no-store" });
+    if (!reply.ok) return;
+    const { agents, default: chosen } = await reply.json();
+    if (!Array.isArray(agents) || !agents.length) return;
+    ui.agent.replaceChildren(...agents.map((name) => new Option(name, name, false,
+      name === chosen)));
+  } catch {
+    // Offline or an older gateway: keep the default option.
+  }
+}
+
+loadAgents();
 
 let session = null;
 

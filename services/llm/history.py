@@ -75,6 +75,11 @@ class History:
         while len(self._turns) > self.max_turns:
             self._turns.popitem(last=False)
 
+    def remove(self, turn_id: str) -> None:
+        """Forget a turn entirely (a withdrawn speculative turn); no-op for an unknown one."""
+        self._turns.pop(turn_id, None)
+        self._restored.discard(turn_id)
+
     def add_proactive(self, turn_id: str, text: str) -> None:
         """Append something the assistant said unprompted (a notification) as its own turn."""
         self.add_user(turn_id, "")

@@ -170,7 +170,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             notifier=self.notifier, retriever=self.retriever,
             tool_context=ToolContext(config.session_id,
                                      self.desk.start if self.desk is not None else None),
-            switch_min_confidence=self.settings.switch_min_confidence)
+            switch_min_confidence=self.settings.switch_min_confidence,
+            speculative_routing=self.settings.speculative_routing)
         restored = await session.load()
         log.info("conversation started", extra={"agent": agent.name, "restored_turns": restored})
         metrics.ACTIVE_SESSIONS.inc()

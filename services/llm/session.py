@@ -83,6 +83,8 @@ class _Generation:
     """While the router decides, text is held back and no tool runs."""
     held: list[str] = field(default_factory=list)
     released: asyncio.Event = field(default_factory=asyncio.Event)
+    committed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at once for a normal turn; for a speculative one, when the client commits it."""
 
     @property
     def first_token_ms(self) -> int:
@@ -122,6 +124,7 @@ class DialogueSession:
         retriever: Retriever | None = None,
         tool_context: ToolContext | None = None,
         switch_min_confidence: float = 0.8,
+        speculative_routing: bool = True,
     ) -> None:
         """Start a conversation with ``agent``, its prompt filled from ``variables``.
 
@@ -135,6 +138,8 @@ class DialogueSession:
         keywords alone: "my phone number is ..." must not leave the booking desk.
         ``notifier`` delivers proactive notifications of this session to this stream;
         ``retriever`` adds knowledge-base passages to the prompts of agents that have one.
+        With ``speculative_routing``, the current agent starts answering while the turn
+        is classified (see :meth:`_route_and_answer`); without, classification comes first.
         """
         self.tools = tools if tools else None
         self.max_tool_steps = max_tool_steps
@@ -148,6 +153,7 @@ class DialogueSession:
         self.router = router
         self.home = agent if agent.routes else None
         self.switch_min_confidence = switch_min_confidence
+        self.speculative_routing = speculative_routing
         self.notifier = notifier
         self.retriever = retriever
         self.tool_context = tool_context or ToolContext(session_id=session_id)
@@ -201,6 +207,12 @@ class DialogueSession:
             await self._on_user_turn(request.user_turn, time.perf_counter())
         elif kind == "cancel":
             await self.cancel(request.cancel.turn_id)
+            if request.cancel.discard:
+                self.history.remove(request.cancel.turn_id)
+                await self._save()
+        elif kind == "commit":
+            if self._current is not None and self._current.turn_id == request.commit.turn_id:
+                self._current.committed.set()
         elif kind == "heard":
             await self._on_heard(request.heard)
         elif kind == "delivered":
@@ -211,7 +223,7 @@ class DialogueSession:
         else:
             raise SessionError(grpc.StatusCode.INVALID_ARGUMENT,
                                "request: empty ConverseRequest "
-                               "(set user_turn, cancel, heard or delivered)")
+                               "(set user_turn, cancel, heard, delivered or commit)")
 
     async def cancel(self, turn_id: str) -> None:
         """Cancel the reply to ``turn_id`` now; a no-op for an unknown or finished turn."""
@@ -242,6 +254,8 @@ class DialogueSession:
         await self._cancel_current()  # one generation at a time per session
         self.history.add_user(turn.turn_id, turn.text)
         gen = _Generation(turn.turn_id, received_s)
+        if not turn.speculative:
+            gen.committed.set()
         parent = propagate.extract(dict(turn.trace_context)) if turn.trace_context else (
             self.call_context)
         gen.task = asyncio.create_task(self._generate(gen, turn.text, parent),
@@ -333,21 +347,25 @@ class DialogueSession:
         speculative: asyncio.Task[str] | None = None
         try:
             messages = await self._prompt(gen, text)
-            gen.holding = True
-            speculative = asyncio.create_task(self._answer(gen, messages))
+            if self.speculative_routing:
+                gen.holding = True
+                speculative = asyncio.create_task(self._answer(gen, messages))
             decision = await classify
             target = self._handoff_target(routing, decision)
             self._annotate(span, decision)
             metrics.ROUTES.labels(self.agent.name, (target or self.agent).name).inc()
             if target is None:
+                if speculative is None:
+                    return await self._answer(gen, messages)
                 self._release(gen)
                 return await speculative
-            speculative.cancel()
-            await asyncio.wait([speculative])
-            if not speculative.cancelled():
-                speculative.exception()  # an upstream error of a discarded reply: moot
-            gen.held.clear()
-            self._release(gen)
+            if speculative is not None:
+                speculative.cancel()
+                await asyncio.wait([speculative])
+                if not speculative.cancelled():
+                    speculative.exception()  # an upstream error of a discarded reply: moot
+                gen.held.clear()
+                self._release(gen)
             await self._hand_off(gen, target, decision, span)
             return await self._answer(gen, await self._prompt(gen, text))
         finally:
@@ -458,6 +476,7 @@ class DialogueSession:
         try:
             if gen.holding:  # a reply the router may still discard runs no tool
                 await gen.released.wait()
+            await gen.committed.wait()  # nor does the reply to a turn that may be withdrawn
             for call in calls:
                 if gen.cancelled:
                     raise asyncio.CancelledError

@@ -10,6 +10,7 @@ import grpc
 from services.orchestrator.audit import AuditLog
 from services.orchestrator.downstream import Downstream
 from services.orchestrator.server import OrchestratorServicer
+from services.orchestrator.session import TurnPolicy
 from voxmesh.config import OrchestratorSettings
 from voxmesh.grpc_server import serve
 from voxmesh.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -23,7 +24,8 @@ async def main() -> None:
 
     def register(server: grpc.aio.Server) -> Sequence[str]:
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-            OrchestratorServicer(downstream, audit), server)
+            OrchestratorServicer(downstream, audit, TurnPolicy(
+                settings.eager_turns, settings.barge_in_min_speech_ms)), server)
         return [orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name]
 
     async def load() -> None:

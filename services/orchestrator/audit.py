@@ -1,9 +1,29 @@
-"""The append-only session audit log: one Redis Stream per session.
+"""The append-only, hash-chained session audit log: one Redis Stream per session.
 
-``emit`` only puts the event on a bounded in-memory queue; a single writer
-task drains it in batches through a Redis pipeline. Nothing on the audio path
-ever awaits Redis. If Redis is down, events stay buffered (bounded) and are
-written on recovery; events that do not fit are dropped and counted.
+``emit`` only puts the event on a bounded in-memory queue and returns; a single
+writer task drains it in batches, seals each event into the session's hash chain
+(``seq`` and ``hash``, see :mod:`services.orchestrator.audit_chain`) and appends
+the batch with XADDs in one MULTI/EXEC pipeline. Nothing on the audio path ever
+awaits Redis, and the writer only ever appends: it never deletes, trims or
+rewrites an entry.
+
+Resuming a chain: the writer keeps each session's chain head (last ``seq`` and
+``hash``) in memory. Before the first write of a session in this process (or after
+its head was evicted from the bounded cache) it reads the stream's last entry with
+XREVRANGE COUNT 1, so a session resumed after an orchestrator restart continues
+its chain. One process writes a session's stream at a time.
+
+Redis down: the batch being written and the queue stay buffered (bounded); the
+writer retries with backoff and writes them, in order, on recovery. When a batch's
+fate is unknown (the connection failed around EXEC), the writer re-reads each
+session's last ``seq`` and skips entries already stored, so nothing is written twice.
+
+Drops: an event that finds the queue full is dropped and counted (per session and
+in ``voxmesh_orchestrator_audit_dropped_total``). Dropped events never get a
+``seq``, so ``seq`` stays contiguous over what was written; instead, the next entry
+of that session is an ``audit.dropped`` entry whose data carries ``count`` and the
+timestamps of the first and last dropped event. A verifier sees a counted gap at
+exactly the place events went missing.
 """
 
 from __future__ import annotations
@@ -12,14 +32,23 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 
 from services.orchestrator import metrics
+from services.orchestrator.audit_chain import (
+    DROPPED_TYPE,
+    HASH_FIELD,
+    ChainHead,
+    genesis_hash,
+    seal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +60,14 @@ def stream_key(session_id: str) -> str:
     return STREAM_KEY.format(session_id=session_id)
 
 
+def now_us() -> int:
+    """Wall-clock time in microseconds since the epoch, the unit of ``ts_us``."""
+    return time.time_ns() // 1000
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
-    """One entry of a session's audit log."""
+    """One event of a session, before the writer gives it a ``seq`` and ``hash``."""
 
     session_id: str
     type: str
@@ -41,75 +75,245 @@ class AuditEvent:
     turn_id: str
     ts_us: int
     data: dict[str, Any]
+    correlation_id: str = ""
 
-    def fields(self) -> dict[FieldT, EncodableT]:
-        """Stream entry fields; ``data`` is JSON so entries stay flat and greppable."""
+    def fields(self) -> dict[str, str]:
+        """Stream entry fields but ``seq``/``hash``; ``data`` is JSON so entries stay flat."""
         return {
             "ts_us": str(self.ts_us),
             "type": self.type,
             "component": self.component,
             "turn_id": self.turn_id,
-            "data": json.dumps(self.data, separators=(",", ":"), ensure_ascii=False),
+            "correlation_id": self.correlation_id,
+            "data": json.dumps(self.data, separators=(",", ":"), ensure_ascii=False,
+                               sort_keys=True, default=str),
         }
 
 
-class AuditLog:
-    """Batches audit events into per-session Redis Streams from a bounded queue."""
+@dataclass(slots=True)
+class _Drops:
+    """Events of one session dropped since its last ``audit.dropped`` entry."""
 
-    def __init__(self, redis_url: str, max_queue: int = 10_000, batch_size: int = 200) -> None:
-        self._redis = aioredis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    count: int = 0
+    first_ts_us: int = 0
+    last_ts_us: int = 0
+
+    def add(self, ts_us: int) -> None:
+        self.first_ts_us = self.first_ts_us or ts_us
+        self.last_ts_us = ts_us
+        self.count += 1
+
+
+@dataclass(slots=True)
+class _Sealed:
+    """A batch with ``seq``/``hash`` assigned, until Redis confirms it."""
+
+    entries: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    """(session id, complete entry fields), in write order."""
+    taken: int = 0
+    """How many of them came off the queue (``task_done`` owed)."""
+    uncertain: bool = False
+    """A write attempt failed in a way that may have stored it: check before retrying."""
+
+
+class AuditLog:
+    """Batches audit events into per-session, hash-chained Redis Streams from a bounded queue.
+
+    Args:
+        redis_url: Where to write, e.g. ``redis://voxmesh-orchestrator:PASSWORD@redis:6379/0``;
+            the user needs only the commands of the ``voxmesh-orchestrator`` ACL user
+            (deploy/redis/users.acl).
+        max_queue: Events buffered before new ones are dropped (and counted).
+        batch_size: Most events per MULTI/EXEC pipeline.
+        max_backoff_s: Longest pause between write attempts while Redis fails.
+        max_sessions: Chain heads kept in memory; an evicted session's head is read
+            back from its stream on its next write.
+    """
+
+    def __init__(self, redis_url: str, max_queue: int = 10_000, batch_size: int = 200, *,
+                 max_backoff_s: float = 5.0, max_sessions: int = 10_000) -> None:
+        if max_queue < 1 or batch_size < 1:
+            raise ValueError("audit max_queue and batch_size must be at least 1")
+        # No client-side retries: a retried EXEC could append a batch twice; the writer
+        # retries itself, and checks what was stored first.
+        self._redis = aioredis.from_url(
+            redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True,
+            retry=Retry(NoBackoff(), 0))
         self._queue: asyncio.Queue[AuditEvent] = asyncio.Queue(max_queue)
         self._batch_size = batch_size
+        self._max_backoff_s = max_backoff_s
+        self._max_sessions = max(max_sessions, 2 * batch_size)
         self._writer: asyncio.Task[None] | None = None
-        self._pending: list[AuditEvent] = []
+        self._batch: list[AuditEvent] = []
+        self._sealed: _Sealed | None = None
+        self._heads: OrderedDict[str, ChainHead] = OrderedDict()
+        self._drops: dict[str, _Drops] = {}
+        self._dropped_total = 0
+
+    # -- the audio-path side: synchronous, never blocks -----------------------------------
+
+    def emit(self, session_id: str, type: str, component: str = "orchestrator",
+             turn_id: str = "", correlation_id: str = "", **data: Any) -> None:
+        """Queue an event without waiting; drop and count it if the buffer is full.
+
+        Args:
+            session_id: The session; its stream is ``voxmesh:session:{session_id}``.
+            type: Event type, e.g. ``state`` or ``transcript.final``.
+            component: Who produced it (``orchestrator``, ``client``, ``stt``, ...).
+            turn_id: The turn it belongs to, or "".
+            correlation_id: Ties entries of one request together across services, or "".
+            **data: JSON-serialisable details (stored as the ``data`` field).
+        """
+        event = AuditEvent(session_id, type, component, turn_id, now_us(), data, correlation_id)
+        if session_id in self._drops and not self._queue.full():
+            # The gap is recorded before anything that happened after it.
+            self._queue.put_nowait(self._drop_marker(session_id))
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._drops.setdefault(session_id, _Drops()).add(event.ts_us)
+            self._dropped_total += 1
+            metrics.AUDIT_DROPPED.inc()
+        metrics.AUDIT_BACKLOG.set(self.backlog)
+
+    @property
+    def backlog(self) -> int:
+        """Events buffered in memory and not yet confirmed written."""
+        sealed = len(self._sealed.entries) if self._sealed else 0
+        return self._queue.qsize() + len(self._batch) + sealed
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped by this instance because the buffer was full."""
+        return self._dropped_total
+
+    def _drop_marker(self, session_id: str) -> AuditEvent:
+        drops = self._drops.pop(session_id)
+        return AuditEvent(session_id, DROPPED_TYPE, "audit", "", now_us(),
+                          {"count": drops.count, "first_ts_us": drops.first_ts_us,
+                           "last_ts_us": drops.last_ts_us})
+
+    def _queue_drop_markers(self) -> None:
+        """Record the gaps of sessions that have emitted nothing since their drops."""
+        for session_id in list(self._drops):
+            if self._queue.full():
+                return
+            self._queue.put_nowait(self._drop_marker(session_id))
+
+    # -- the writer task -----------------------------------------------------------------
 
     def start(self) -> None:
         """Start the writer task on the running loop."""
         self._writer = asyncio.create_task(self._write_forever(), name="audit-writer")
 
-    def emit(self, session_id: str, type: str, component: str = "orchestrator",
-             turn_id: str = "", **data: Any) -> None:
-        """Queue an event without waiting; drop and count it if the buffer is full."""
-        event = AuditEvent(session_id, type, component, turn_id, time.time_ns() // 1000, data)
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
-            metrics.AUDIT_DROPPED.inc()
-        metrics.AUDIT_BACKLOG.set(self._queue.qsize() + len(self._pending))
-
     async def _write_forever(self) -> None:
         backoff = 0.1
         while True:
-            if not self._pending:
-                self._pending.append(await self._queue.get())
-            while len(self._pending) < self._batch_size and not self._queue.empty():
-                self._pending.append(self._queue.get_nowait())
+            if self._sealed is None and not self._batch:
+                self._batch.append(await self._queue.get())
+                while len(self._batch) < self._batch_size and not self._queue.empty():
+                    self._batch.append(self._queue.get_nowait())
+                # The batch left room in the queue: gaps can be recorded now.
+                self._queue_drop_markers()
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for event in self._pending:
-                        pipe.xadd(stream_key(event.session_id), event.fields())
-                    await pipe.execute()
+                if self._sealed is None:
+                    await self._load_heads({e.session_id for e in self._batch})
+                    self._sealed = self._seal(self._batch)
+                    self._batch = []
+                await self._write(self._sealed)
             except (RedisError, OSError) as exc:
+                metrics.AUDIT_WRITE_ERRORS.inc()
                 log.warning("audit write failed; keeping %d events buffered: %s",
-                            len(self._pending), exc)
+                            self.backlog, exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, self._max_backoff_s)
                 continue
             backoff = 0.1
-            metrics.AUDIT_EVENTS.inc(len(self._pending))
-            for _ in self._pending:
+            for _ in range(self._sealed.taken):
                 self._queue.task_done()
-            self._pending.clear()
-            metrics.AUDIT_BACKLOG.set(self._queue.qsize())
+            self._sealed = None
+            metrics.AUDIT_BACKLOG.set(self.backlog)
+
+    async def _load_heads(self, session_ids: set[str]) -> None:
+        """Read the chain head of each session this process has not written lately."""
+        for session_id in session_ids & self._heads.keys():
+            self._heads.move_to_end(session_id)  # so reading the others cannot evict it
+        missing = sorted(session_ids - self._heads.keys())
+        if not missing:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in missing:
+                pipe.xrevrange(stream_key(session_id), count=1)
+            replies = await pipe.execute()
+        for session_id, reply in zip(missing, replies, strict=True):
+            head = ChainHead.start(session_id)
+            if reply:
+                _, fields = reply[0]
+                try:
+                    head = ChainHead(int(fields["seq"]), fields[HASH_FIELD])
+                except (KeyError, ValueError):
+                    log.error("audit stream of %s ends with an unchained entry; "
+                              "starting a new chain there", session_id)
+                    head = ChainHead(0, genesis_hash(session_id))
+                metrics.AUDIT_CHAIN_RESUMES.inc()
+            self._remember(session_id, head)
+
+    def _remember(self, session_id: str, head: ChainHead) -> None:
+        self._heads[session_id] = head
+        self._heads.move_to_end(session_id)
+        while len(self._heads) > self._max_sessions:
+            self._heads.popitem(last=False)
+
+    def _seal(self, batch: list[AuditEvent]) -> _Sealed:
+        sealed = _Sealed(taken=len(batch))
+        for event in batch:
+            head, entry = seal(self._heads[event.session_id], event.fields())
+            self._remember(event.session_id, head)
+            sealed.entries.append((event.session_id, entry))
+        return sealed
+
+    async def _write(self, sealed: _Sealed) -> None:
+        if sealed.uncertain:
+            await self._skip_stored(sealed)
+        sealed.uncertain = True  # until EXEC's reply says otherwise
+        if sealed.entries:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for session_id, entry in sealed.entries:
+                    pipe.xadd(stream_key(session_id), entry)  # type: ignore[arg-type]
+                await pipe.execute()
+        metrics.AUDIT_EVENTS.inc(len(sealed.entries))
+
+    async def _skip_stored(self, sealed: _Sealed) -> None:
+        """Drop entries an earlier, failed-looking attempt did store."""
+        sessions = sorted({session_id for session_id, _ in sealed.entries})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in sessions:
+                pipe.xrevrange(stream_key(session_id), count=1)
+            replies = await pipe.execute()
+        stored: dict[str, int] = {}
+        for session_id, reply in zip(sessions, replies, strict=True):
+            stored[session_id] = int(reply[0][1].get("seq", 0)) if reply else 0
+        before = len(sealed.entries)
+        sealed.entries = [(s, e) for s, e in sealed.entries if int(e["seq"]) > stored[s]]
+        if len(sealed.entries) < before:
+            log.info("audit batch was partly stored before the failure; skipping %d entries",
+                     before - len(sealed.entries))
+        sealed.uncertain = False
 
     async def close(self, timeout_s: float = 3.0) -> None:
-        """Flush what is queued (up to ``timeout_s``), then stop the writer."""
+        """Flush what is buffered (up to ``timeout_s``), then stop the writer."""
         if self._writer is not None:
             try:
-                await asyncio.wait_for(self._queue.join(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    while True:
+                        await self._queue.join()
+                        if not self._drops:
+                            break
+                        self._queue_drop_markers()
             except TimeoutError:
-                log.warning("audit log closed with %d events unwritten", self._queue.qsize())
-        if self._writer is not None:
+                log.warning("audit log closed with %d events unwritten and %d gaps unrecorded",
+                            self.backlog, len(self._drops))
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
         await self._redis.aclose()

@@ -15,11 +15,31 @@ STAGE_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 INTERRUPTIONS = Counter("voxmesh_orchestrator_interruptions_total", "Replies cut off by the user.")
+EAGER_TURNS = Counter(
+    "voxmesh_orchestrator_eager_turns_total",
+    "Replies started before the end of the user's turn, by outcome (committed, discarded).",
+    ["outcome"],
+)
+BARGE_INS = Counter(
+    "voxmesh_orchestrator_barge_ins_total",
+    "User speech over the agent, by outcome: interrupted (words, long speech, client) or "
+    "ignored (a backchannel or noise: the agent kept talking).",
+    ["outcome"],
+)
 DOWNSTREAM_ERRORS = Counter(
     "voxmesh_orchestrator_downstream_errors_total", "Failed calls to a service.", ["service"]
 )
 AUDIT_EVENTS = Counter("voxmesh_orchestrator_audit_events_total", "Audit events written to Redis.")
 AUDIT_DROPPED = Counter(
-    "voxmesh_orchestrator_audit_dropped_total", "Audit events dropped because the buffer was full."
+    "voxmesh_orchestrator_audit_dropped_total",
+    "Audit events dropped because the buffer was full (recorded as audit.dropped entries).",
 )
 AUDIT_BACKLOG = Gauge("voxmesh_orchestrator_audit_backlog", "Audit events waiting to be written.")
+AUDIT_WRITE_ERRORS = Counter(
+    "voxmesh_orchestrator_audit_write_errors_total",
+    "Failed audit writes to Redis (each retried with backoff; nothing is lost by one).",
+)
+AUDIT_CHAIN_RESUMES = Counter(
+    "voxmesh_orchestrator_audit_chain_resumes_total",
+    "Sessions whose audit hash chain was continued from an existing stream.",
+)

@@ -9,7 +9,7 @@ import grpc
 
 from services.orchestrator.audit import AuditLog
 from services.orchestrator.downstream import Downstream
-from services.orchestrator.session import Session, SessionAbort
+from services.orchestrator.session import Session, SessionAbort, TurnPolicy
 from voxmesh.v1 import orchestrator_pb2 as pb
 from voxmesh.v1 import orchestrator_pb2_grpc
 
@@ -19,15 +19,17 @@ log = logging.getLogger(__name__)
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     """Runs each Session stream as an independent :class:`Session`."""
 
-    def __init__(self, downstream: Downstream, audit: AuditLog) -> None:
+    def __init__(self, downstream: Downstream, audit: AuditLog,
+                 policy: TurnPolicy | None = None) -> None:
         self.downstream = downstream
         self.audit = audit
+        self.policy = policy or TurnPolicy()
 
     async def Session(  # noqa: N802 - gRPC method name
         self, request_iterator: AsyncIterator[pb.SessionRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SessionResponse]:
         """Serve one session until the client ends it or it cannot go on."""
-        session = Session(self.downstream, self.audit)
+        session = Session(self.downstream, self.audit, self.policy)
         try:
             async for response in session.run(request_iterator):
                 yield response

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from services.orchestrator import metrics
 from services.orchestrator.audit import AuditLog
 from services.orchestrator.downstream import Downstream, StreamWriter
 from services.orchestrator.heard import SpokenSegment
+from services.orchestrator.speech import is_backchannel, same_words
 from services.orchestrator.state import State, StateMachine
 from services.orchestrator.turn import Turn, now_ms
 from voxmesh.audio import SUPPORTED_SAMPLE_RATES
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("voxmesh.orchestrator")
 
 OUTPUT_SAMPLE_RATES = (16000, 24000, 48000)
+PLAYBACK_SLACK_MS = 500.0
+"""How long after its audio was all sent a reply may still be playing at the client
+(network and jitter buffer), when the client does not report playback."""
 _END = object()  # closes the outbound queue
 
 
@@ -53,12 +58,22 @@ def _turn_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+@dataclass(frozen=True)
+class TurnPolicy:
+    """How the session takes turns (see OrchestratorSettings for the meaning)."""
+
+    eager_turns: bool = True
+    barge_in_min_speech_ms: int = 1500
+
+
 class Session:
     """Runs one Orchestrator.Session stream."""
 
-    def __init__(self, downstream: Downstream, audit: AuditLog) -> None:
+    def __init__(self, downstream: Downstream, audit: AuditLog,
+                 policy: TurnPolicy | None = None) -> None:
         self.down = downstream
         self.audit = audit
+        self.policy = policy or TurnPolicy()
         self.session_id = ""
         self.input_rate = 16000
         self.output_rate = 24000
@@ -80,6 +95,15 @@ class Session:
         self.turns: dict[str, Turn] = {}
         self.tasks: list[asyncio.Task[None]] = []
         self.user_speaking = False
+        self.partial_text = ""
+        self.partial_stable = False
+        self.eager: Turn | None = None
+        """A reply started on the user's words before their turn was confirmed over."""
+        self.talked_over: Turn | None = None
+        """The reply the user started speaking over, while it is unclear whether they
+        interrupt it or only give feedback ("uh-huh")."""
+        self.talked_over_since_ms = 0.0
+        """Input audio offset where the speech over the reply started."""
         self.notifications: list[dialogue_pb2.Notification] = []
         """Waiting for a safe moment: highest priority first, then in arrival order."""
 
@@ -194,6 +218,8 @@ class Session:
         return SessionAbort(code, message)
 
     async def _close(self) -> None:
+        if self.eager is not None:
+            await self._discard(self.eager, "session_end")
         if self.turn is not None and not self.turn.finished:
             await self._interrupt(self.turn, reason="session_end")
         for writer in (self.stt, self.llm):
@@ -224,10 +250,18 @@ class Session:
                 self.record(f"client.{kind}", component="client",
                             **_client_fields(request, kind))
                 if kind == "input_text":
+                    if self.eager is not None:
+                        await self._discard(self.eager, "typed_input")
                     await self._on_user_text(request.input_text.text.strip(), None, 0.0)
                 elif kind == "interrupt":
-                    if self.turn is not None and not self.turn.finished:
-                        await self._interrupt(self.turn, reason="client")
+                    audible = self._audible_turn()
+                    if audible is not None:
+                        self.talked_over = None
+                        metrics.BARGE_INS.labels("interrupted").inc()
+                        if audible.finished:
+                            await self._cut_playback(audible, reason="client")
+                        else:
+                            await self._interrupt(audible, reason="client")
                 elif kind == "playback":
                     self._on_playback(request.playback)
                 elif kind == "end":
@@ -250,6 +284,8 @@ class Session:
             del self._arrival_audio_ms[:3000], self._arrival_wall_ms[:3000]
         assert self.stt is not None
         await self.stt.write(stt_pb2.StreamingRecognizeRequest(audio=audio))
+        if self.talked_over is not None:
+            await self._check_long_speech()
 
     def _wall_ms_at(self, audio_offset_ms: float) -> float:
         """When the audio at ``audio_offset_ms`` of the input reached us."""
@@ -286,19 +322,38 @@ class Session:
                 is_speaking=True, offset_ms=event.speech_started.offset_ms))
             self.record("speech_started", self.next_turn_id, component="stt",
                         offset_ms=event.speech_started.offset_ms)
-            if self.turn is not None and not self.turn.finished:
-                await self._interrupt(self.turn, reason="barge_in")
+            if self.eager is not None:  # the user goes on: that reply was premature
+                await self._discard(self.eager, "speech_resumed")
+            audible = self._audible_turn()
+            if audible is not None:
+                await self._on_speech_over(audible, event.speech_started.offset_ms)
         elif kind == "speech_stopped":
             offset = event.speech_stopped.offset_ms
             self.speech_end_ms = self._wall_ms_at(offset)
+            if self.talked_over is not None:  # short speech: its words decide, at the final
+                self.talked_over_since_ms = float("inf")
             self.send(voice_activity=pb.VoiceActivity(is_speaking=False, offset_ms=offset))
             self.record("speech_stopped", self.next_turn_id, component="stt", offset_ms=offset)
+            # A partial that two decodes agreed on; unstable ones were measured to differ
+            # from the final about half the time (bench/voice_to_voice.py).
+            if self.partial_stable and self.partial_text:
+                await self._maybe_start_eager([*self.pending_user_text, self.partial_text])
         elif kind in ("partial", "final"):
             transcript = getattr(event, kind)
             is_final = kind == "final"
+            text = transcript.text.strip()
+            if self.talked_over is not None and not is_backchannel(text):
+                await self._barge_in(self.talked_over, "words")
             if is_final:
-                self.pending_user_text.append(transcript.text.strip())
+                self.partial_text, self.partial_stable = "", False
+                if self.talked_over is not None:  # only feedback or noise: keep talking
+                    self._ignore_barge_in(self.talked_over, text)
+                    return
+                self.pending_user_text.append(text)
                 self.final_at_ms = now_ms()
+                await self._maybe_start_eager(self.pending_user_text)
+            else:
+                self.partial_text, self.partial_stable = text, transcript.is_stable
             self.send(transcript=pb.TranscriptEvent(
                 role=pb.ROLE_USER, text=transcript.text, is_final=is_final,
                 turn_id=self.next_turn_id))
@@ -313,42 +368,187 @@ class Session:
             self.user_speaking = False
             self.record("end_of_turn", self.next_turn_id, component="stt",
                         offset_ms=event.end_of_turn.offset_ms)
+            eager, self.eager = self.eager, None
+            if eager is not None:
+                if text and same_words(eager.user_text, text):
+                    await self._commit(eager, stt_ms)
+                    return
+                await self._discard(eager, "text_changed")
             if text:
                 await self._on_user_text(text, speech_end, stt_ms)
             else:
                 await self._maybe_notify()
 
+    # -- barge-in and eager turns ----------------------------------------------------------
+
+    def _audible_turn(self) -> Turn | None:
+        """The reply the user may be hearing now: one under way, or one whose audio was all
+        sent (synthesis runs faster than real time) and is probably still playing."""
+        if self.turn is None:
+            return None
+        turn = self.turn
+        if not turn.finished:
+            return turn
+        if turn.cancelled or turn.playback_done or turn.first_audio_ms is None:
+            return None
+        audio_ms = turn.samples_sent * 1000 / self.output_rate
+        playing_until = turn.first_audio_ms + audio_ms + PLAYBACK_SLACK_MS
+        return turn if now_ms() < playing_until else None
+
+    async def _on_speech_over(self, turn: Turn, offset_ms: float) -> None:
+        """The user speaks while a reply is under way: interrupt, or wait to know why."""
+        thinking = not turn.finished and self.state.state is State.THINKING
+        if thinking or self.policy.barge_in_min_speech_ms == 0:
+            # Nothing heard yet (the user is still finishing their turn), or no filter.
+            metrics.BARGE_INS.labels("interrupted").inc()
+            await self._interrupt(turn, reason="barge_in")
+            return
+        self.talked_over = turn
+        self.talked_over_since_ms = offset_ms
+        self.record("barge_in.pending", turn.turn_id, offset_ms=offset_ms)
+
+    async def _check_long_speech(self) -> None:
+        """Speech over the reply that lasts, even without recognised words, interrupts it.
+
+        Measured in input audio, not wall time, so a loaded machine decides the same."""
+        turn = self.talked_over
+        if turn is not None and (self.audio_ms_in - self.talked_over_since_ms
+                                 >= self.policy.barge_in_min_speech_ms):
+            await self._barge_in(turn, "long_speech")
+
+    async def _barge_in(self, turn: Turn, why: str) -> None:
+        self.talked_over = None
+        metrics.BARGE_INS.labels("interrupted").inc()
+        if turn.finished:
+            await self._cut_playback(turn, reason=f"barge_in_{why}")
+        else:
+            await self._interrupt(turn, reason=f"barge_in_{why}")
+
+    async def _cut_playback(self, turn: Turn, reason: str) -> None:
+        """Stop a reply that was all sent but is still playing; keep only what was heard."""
+        turn.cancelled = True
+        self.send(playback_stop=pb.PlaybackStop(turn_id=turn.turn_id))
+        metrics.INTERRUPTIONS.inc()
+        heard = turn.heard(now_ms())
+        assert self.llm is not None
+        await self.llm.write(dialogue_pb2.ConverseRequest(heard=dialogue_pb2.HeardReport(
+            turn_id=turn.turn_id, heard_text=heard, is_complete=False)))
+        self.record("turn.interrupted", turn.turn_id, reason=reason, heard_text=heard,
+                    generated_text=turn.reply_text, played_ms=turn.played_ms,
+                    sent_ms=turn.samples_sent * 1000 // self.output_rate, after_done=True)
+
+    def _ignore_barge_in(self, turn: Turn, text: str) -> None:
+        self.talked_over = None
+        metrics.BARGE_INS.labels("ignored").inc()
+        self.record("barge_in.ignored", turn.turn_id, text=text,
+                    reason="noise" if not text else "backchannel")
+
+    async def _maybe_start_eager(self, parts: list[str]) -> None:
+        """Start replying to ``parts`` now, unconfirmed, unless a reply is under way."""
+        text = " ".join(p for p in parts if p)
+        if (not self.policy.eager_turns or not text or self.talked_over is not None
+                or (self.turn is not None and not self.turn.finished)):
+            return
+        if self.eager is not None:
+            if same_words(self.eager.user_text, text):
+                return
+            await self._discard(self.eager, "text_changed")
+        self.eager = await self._on_user_text(text, self.speech_end_ms, 0.0, speculative=True)
+
+    async def _commit(self, turn: Turn, stt_ms: float) -> None:
+        """The turn ended with the eager reply's words: send what it held, then go live."""
+        turn.speculative = False
+        turn.committed_ms = now_ms()
+        turn.stt_ms = stt_ms
+        self._trace_stt(turn)
+        self.next_turn_id = _turn_id()
+        self.turn = turn
+        metrics.EAGER_TURNS.labels("committed").inc()
+        self.record("turn.start", turn.turn_id, text=turn.user_text, typed=False, eager=True,
+                    head_start_ms=round(turn.committed_ms - turn.llm_sent_ms, 1))
+        self.state.to(State.THINKING, turn.turn_id)
+        assert self.llm is not None
+        await self.llm.write(dialogue_pb2.ConverseRequest(
+            commit=dialogue_pb2.CommitTurn(turn_id=turn.turn_id)))
+        held, turn.held = turn.held, []
+        for event in held:
+            if "audio" in event and turn.first_audio_ms is None:
+                self._on_first_audio(turn)
+            self.send(**event)
+        if turn.held_end:
+            self._end_turn(turn, turn.held_end, turn.reply_text)
+
+    async def _discard(self, turn: Turn, reason: str) -> None:
+        """Withdraw an eager reply nobody heard; the dialogue forgets the turn."""
+        if self.eager is turn:
+            self.eager = None
+        turn.cancelled = turn.finished = True
+        self.turns.pop(turn.turn_id, None)
+        # Late events of the withdrawn generation carry its id: the next attempt needs another.
+        self.next_turn_id = _turn_id()
+        if turn.tts is not None:
+            await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(cancel=tts_pb2.Cancel()))
+            turn.tts.call.cancel()
+        assert self.llm is not None
+        await self.llm.write(dialogue_pb2.ConverseRequest(
+            cancel=dialogue_pb2.CancelTurn(turn_id=turn.turn_id, discard=True)))
+        metrics.EAGER_TURNS.labels("discarded").inc()
+        self.record("turn.eager_discarded", turn.turn_id, text=turn.user_text, reason=reason,
+                    generated_text=turn.reply_text)
+        for span in (turn.llm_span, turn.tts_span, turn.span):
+            if span is not None and span.is_recording():
+                span.set_attribute("voxmesh.status", "discarded")
+                span.end()
+
+    @staticmethod
+    def _trace_stt(turn: Turn) -> None:
+        """The STT stage (end of speech to final transcript), on the turn's trace."""
+        end_ns = time.time_ns()
+        stt_span = tracer.start_span("stt", context=trace.set_span_in_context(turn.span),
+                                     start_time=end_ns - int(turn.stt_ms * 1e6))
+        stt_span.set_attribute("voxmesh.stt_ms", turn.stt_ms)
+        stt_span.end(end_time=end_ns)
+
+    def _emit(self, turn: Turn, **event: Any) -> None:
+        """Send one event of a turn's output; an unconfirmed turn keeps it for later."""
+        if turn.speculative:
+            turn.held.append(event)
+        else:
+            self.send(**event)
+
     # -- turns -----------------------------------------------------------------------------
 
-    async def _on_user_text(self, text: str, speech_end_ms: float | None, stt_ms: float) -> None:
+    async def _on_user_text(self, text: str, speech_end_ms: float | None, stt_ms: float,
+                            speculative: bool = False) -> Turn | None:
+        """Start the reply to a user turn; ``speculative``: an eager, unconfirmed one."""
         if not text:
             self.error("invalid_argument", "input_text.text is empty")
-            return
+            return None
         if self.turn is not None and not self.turn.finished:
             await self._interrupt(self.turn, reason="new_turn")
-        turn_id, self.next_turn_id = self.next_turn_id, _turn_id()
+        turn_id = self.next_turn_id
+        if not speculative:  # an eager turn takes its id for good when committed
+            self.next_turn_id = _turn_id()
         span = tracer.start_span("turn", context=otel_context.Context(),
                                  attributes={"voxmesh.session_id": self.session_id,
-                                             "voxmesh.turn_id": turn_id})
+                                             "voxmesh.turn_id": turn_id,
+                                             "voxmesh.eager": speculative})
         turn = Turn(turn_id, text, self.output_rate, span, speech_end_ms=speech_end_ms,
-                    stt_ms=stt_ms)
-        if speech_end_ms is not None:
-            # The STT stage: end of speech to final transcript, placed on the turn's trace.
-            end_ns = time.time_ns()
-            stt_span = tracer.start_span(
-                "stt", context=trace.set_span_in_context(span),
-                start_time=end_ns - int(stt_ms * 1e6))
-            stt_span.set_attribute("voxmesh.stt_ms", stt_ms)
-            stt_span.end(end_time=end_ns)
-        self.turn = turn
+                    stt_ms=stt_ms, speculative=speculative)
+        if speech_end_ms is not None and not speculative:
+            self._trace_stt(turn)
         self.turns[turn_id] = turn
         if len(self.turns) > 32:  # playback reports only matter for recent turns
             self.turns.pop(next(iter(self.turns)))
-        if speech_end_ms is None:
-            self.send(transcript=pb.TranscriptEvent(role=pb.ROLE_USER, text=text, is_final=True,
-                                                    turn_id=turn_id))
-        self.record("turn.start", turn_id, text=text, typed=speech_end_ms is None)
-        self.state.to(State.THINKING, turn_id)
+        if speculative:
+            self.record("turn.eager_start", turn_id, text=text)
+        else:
+            self.turn = turn
+            if speech_end_ms is None:
+                self.send(transcript=pb.TranscriptEvent(role=pb.ROLE_USER, text=text,
+                                                        is_final=True, turn_id=turn_id))
+            self.record("turn.start", turn_id, text=text, typed=speech_end_ms is None)
+            self.state.to(State.THINKING, turn_id)
         turn_ctx = trace.set_span_in_context(span)
         token = otel_context.attach(turn_ctx)
         try:
@@ -360,15 +560,17 @@ class Session:
                 tts_metadata = grpc_metadata_with_context()
         finally:
             otel_context.detach(token)
-        assert self.llm is not None
-        await self.llm.write(dialogue_pb2.ConverseRequest(user_turn=dialogue_pb2.UserTurn(
-            turn_id=turn_id, text=text, trace_context=carrier)))
-        turn.llm_sent_ms = now_ms()
-        if turn.cancelled:  # barged in while the turn was being sent
-            return
-        # Open the TTS stream now so the first text delta goes straight to synthesis.
+        # The TTS stream opens first, so the first text delta goes straight to synthesis.
         turn.tts_metadata = tts_metadata
         await self._open_tts(turn)
+        assert self.llm is not None
+        await self.llm.write(dialogue_pb2.ConverseRequest(user_turn=dialogue_pb2.UserTurn(
+            turn_id=turn_id, text=text, trace_context=carrier, speculative=speculative)))
+        turn.llm_sent_ms = now_ms()
+        if turn.cancelled:  # interrupted while being sent: that cancel may have gone first
+            await self.llm.write(dialogue_pb2.ConverseRequest(cancel=dialogue_pb2.CancelTurn(
+                turn_id=turn_id, discard=speculative)))
+        return turn
 
     async def _open_tts(self, turn: Turn) -> None:
         """(Re)open the turn's synthesis stream with the session's current voice."""
@@ -399,7 +601,7 @@ class Session:
         if not turn.llm_done:
             await self.llm.write(dialogue_pb2.ConverseRequest(
                 cancel=dialogue_pb2.CancelTurn(turn_id=turn.turn_id)))
-        heard = turn.heard()
+        heard = turn.heard(now_ms())
         await self.llm.write(dialogue_pb2.ConverseRequest(heard=dialogue_pb2.HeardReport(
             turn_id=turn.turn_id, heard_text=heard, is_complete=False)))
         self.record("turn.interrupted", turn.turn_id, reason=reason, heard_text=heard,
@@ -408,6 +610,9 @@ class Session:
         self._end_turn(turn, "interrupted", heard)
 
     def _end_turn(self, turn: Turn, status: str, assistant_text: str) -> None:
+        if turn.speculative:  # reported when (if) the turn is committed
+            turn.held_end = status
+            return
         turn.finished = True
         # The final assistant line first: a client may stop reading at response.done.
         if assistant_text:
@@ -431,7 +636,7 @@ class Session:
     def _safe_to_speak(self) -> bool:
         """Neither side is talking and no reply is under way."""
         return (self.state.state is State.LISTENING and not self.user_speaking
-                and not self.pending_user_text
+                and not self.pending_user_text and self.eager is None
                 and (self.turn is None or self.turn.finished))
 
     def _queue_notification(self, note: dialogue_pb2.Notification) -> None:
@@ -499,7 +704,8 @@ class Session:
             if turn.first_delta_ms is None:
                 turn.first_delta_ms = now_ms()
             turn.reply_parts.append(event.delta.delta)
-            self.send(response_text=pb.ResponseText(turn_id=turn.turn_id, delta=event.delta.delta))
+            self._emit(turn, response_text=pb.ResponseText(turn_id=turn.turn_id,
+                                                           delta=event.delta.delta))
             assert turn.tts is not None
             await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(text=event.delta.delta))
         elif kind == "notification":
@@ -514,9 +720,13 @@ class Session:
                                    for c in retrieval.citations])
         elif kind == "handoff":
             handoff = event.handoff
-            self.send(agent_changed=pb.AgentChanged(
-                turn_id=handoff.turn_id, from_agent=handoff.from_agent,
-                to_agent=handoff.to_agent, reason=handoff.reason))
+            changed = pb.AgentChanged(turn_id=handoff.turn_id, from_agent=handoff.from_agent,
+                                      to_agent=handoff.to_agent, reason=handoff.reason)
+            handed = self.turns.get(handoff.turn_id)
+            if handed is not None:
+                self._emit(handed, agent_changed=changed)
+            else:
+                self.send(agent_changed=changed)
             self.voice, self.speed = handoff.voice, handoff.speed
             self.record("handoff", handoff.turn_id, component="llm",
                         from_agent=handoff.from_agent, to_agent=handoff.to_agent,
@@ -549,7 +759,7 @@ class Session:
                 return
             if done.status == dialogue_pb2.TURN_STATUS_FAILED:
                 metrics.DOWNSTREAM_ERRORS.labels("llm").inc()
-                self.error("llm_failed", done.error_message or "the reply failed", done.turn_id)
+                self._turn_error(turn, "llm_failed", done.error_message or "the reply failed")
             assert turn.tts is not None
             await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(
                 end_of_input=audio_pb2.EndOfInput()))
@@ -571,11 +781,11 @@ class Session:
                     self.record("tts.segment", turn.turn_id, component="tts", text=seg.text,
                                 synthesis_ms=seg.synthesis_ms, samples=seg.sample_count)
                 elif kind == "audio":
-                    if turn.first_audio_ms is None:
+                    if turn.first_audio_ms is None and not turn.speculative:
                         self._on_first_audio(turn)
                     turn.samples_sent += len(event.audio.audio) // 2
-                    self.send(audio=pb.ResponseAudio(turn_id=turn.turn_id,
-                                                     audio=event.audio.audio))
+                    self._emit(turn, audio=pb.ResponseAudio(turn_id=turn.turn_id,
+                                                            audio=event.audio.audio))
                 elif kind == "done":
                     engine = event.done.engine
                     break
@@ -583,7 +793,7 @@ class Session:
             if turn.cancelled or exc.code() == grpc.StatusCode.CANCELLED:
                 return
             metrics.DOWNSTREAM_ERRORS.labels("tts").inc()
-            self.error("tts_failed", f"speech synthesis failed: {exc.details()}", turn.turn_id)
+            self._turn_error(turn, "tts_failed", f"speech synthesis failed: {exc.details()}")
             # The text reply still reaches the client; the turn ends when the LLM is done.
             turn.tts_failed = True
             if turn.llm_done:
@@ -596,13 +806,24 @@ class Session:
         status = "completed" if turn.samples_sent and turn.reply_text else "failed"
         self._end_turn(turn, status, turn.reply_text)
 
+    def _turn_error(self, turn: Turn, code: str, message: str) -> None:
+        """A non-fatal error of a turn; an unconfirmed turn reports it if committed."""
+        if turn.speculative:
+            turn.held.append({"error": pb.SessionError(code=code, message=message)})
+            self.record("error", turn.turn_id, code=code, message=message, eager=True)
+            return
+        self.error(code, message, turn.turn_id)
+
     def _on_first_audio(self, turn: Turn) -> None:
         turn.first_audio_ms = now_ms()
         if turn.proactive:
             self.state.to(State.SPEAKING, turn.turn_id)
             return
         first_delta = turn.first_delta_ms or turn.first_audio_ms
-        stt_ms, llm_ms = turn.stt_ms, first_delta - turn.llm_sent_ms
+        # An eager turn's stages count from its commit: what came before cost the user nothing.
+        asked = max(turn.llm_sent_ms, turn.committed_ms or 0.0)
+        first_delta = max(first_delta, asked)
+        stt_ms, llm_ms = turn.stt_ms, first_delta - asked
         tts_ms = turn.first_audio_ms - first_delta
         total_ms = turn.first_audio_ms - turn.origin_ms
         self.state.to(State.SPEAKING, turn.turn_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.trace import Span
 
@@ -48,6 +49,14 @@ class Turn:
     tts_span: Span | None = None
     proactive: bool = False
     """A notification the agent speaks unprompted: no user turn, no latency to report."""
+    speculative: bool = False
+    """An eager turn not yet confirmed: its output is held in :attr:`held`, unsent."""
+    held: list[dict[str, Any]] = field(default_factory=list)
+    """SessionResponse fields of a speculative turn's output, in order."""
+    held_end: str = ""
+    """How a speculative turn's synthesis ended, to report once it is committed."""
+    committed_ms: float | None = None
+    """When an eager turn was confirmed (its latency stages count from here)."""
 
     @property
     def reply_text(self) -> str:
@@ -59,9 +68,14 @@ class Turn:
         """Where voice-to-voice latency starts: end of speech, or the typed input."""
         return self.speech_end_ms if self.speech_end_ms is not None else self.started_ms
 
-    def heard(self) -> str:
-        """Words the user heard: by playback reports if any came, else by audio sent."""
+    def heard(self, at_ms: float | None = None) -> str:
+        """Words the user heard: by playback reports if any came; else, for a client that
+        does not report, by real time since the first audio (at ``at_ms``) within what
+        was sent."""
         played = self.samples_sent
         if self.played_ms is not None:
             played = min(played, self.played_ms * self.output_rate // 1000)
+        elif at_ms is not None and self.first_audio_ms is not None:
+            elapsed = max(0.0, at_ms - self.first_audio_ms)
+            played = min(played, int(elapsed * self.output_rate / 1000))
         return heard_text(self.segments, played)

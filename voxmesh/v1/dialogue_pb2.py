@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19voxmesh/v1/dialogue.proto\x12\nvoxmesh.v1\"\xb4\x01\n\x0e\x44ialogueConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12<\n\tvariables\x18\x03 \x03(\x0b\x32).voxmesh.v1.DialogueConfig.VariablesEntry\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x9d\x01\n\x08UserTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12=\n\rtrace_context\x18\x03 \x03(\x0b\x32&.voxmesh.v1.UserTurn.TraceContextEntry\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\nCancelTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\"G\n\x0bHeardReport\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x12\n\nheard_text\x18\x02 \x01(\t\x12\x13\n\x0bis_complete\x18\x03 \x01(\x08\"0\n\x15NotificationDelivered\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\"\x81\x02\n\x0f\x43onverseRequest\x12,\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.voxmesh.v1.DialogueConfigH\x00\x12)\n\tuser_turn\x18\x02 \x01(\x0b\x32\x14.voxmesh.v1.UserTurnH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.voxmesh.v1.CancelTurnH\x00\x12(\n\x05heard\x18\x04 \x01(\x0b\x32\x17.voxmesh.v1.HeardReportH\x00\x12\x36\n\tdelivered\x18\x05 \x01(\x0b\x32!.voxmesh.v1.NotificationDeliveredH\x00\x42\t\n\x07request\"a\n\x11\x43onversationReady\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\r\n\x05speed\x18\x03 \x01(\x02\x12\x10\n\x08greeting\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"+\n\tTextDelta\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\"\x91\x01\n\x0cToolActivity\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12$\n\x05phase\x18\x05 \x01(\x0e\x32\x15.voxmesh.v1.ToolPhase\x12\x13\n\x0bresult_json\x18\x06 \x01(\t\"\x84\x01\n\x0cTurnComplete\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.voxmesh.v1.TurnStatus\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x16\n\x0e\x66irst_token_ms\x18\x05 \x01(\r\"n\n\x07Handoff\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x12\n\nfrom_agent\x18\x02 \x01(\t\x12\x10\n\x08to_agent\x18\x03 \x01(\t\x12\r\n\x05voice\x18\x04 \x01(\t\x12\r\n\x05speed\x18\x05 \x01(\x02\x12\x0e\n\x06reason\x18\x06 \x01(\t\"7\n\x08\x43itation\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\"s\n\tRetrieval\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x16\n\x0eknowledge_base\x18\x02 \x01(\t\x12\'\n\tcitations\x18\x03 \x03(\x0b\x32\x14.voxmesh.v1.Citation\x12\x14\n\x0cretrieval_ms\x18\x04 \x01(\x02\"y\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .voxmesh.v1.NotificationPriority\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xcd\x02\n\x10\x43onverseResponse\x12.\n\x05ready\x18\x01 \x01(\x0b\x32\x1d.voxmesh.v1.ConversationReadyH\x00\x12&\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x15.voxmesh.v1.TextDeltaH\x00\x12(\n\x04tool\x18\x03 \x01(\x0b\x32\x18.voxmesh.v1.ToolActivityH\x00\x12(\n\x04\x64one\x18\x04 \x01(\x0b\x32\x18.voxmesh.v1.TurnCompleteH\x00\x12&\n\x07handoff\x18\x05 \x01(\x0b\x32\x13.voxmesh.v1.HandoffH\x00\x12*\n\tretrieval\x18\x06 \x01(\x0b\x32\x15.voxmesh.v1.RetrievalH\x00\x12\x30\n\x0cnotification\x18\x07 \x01(\x0b\x32\x18.voxmesh.v1.NotificationH\x00\x42\x07\n\x05\x65vent*p\n\tToolPhase\x12\x1a\n\x16TOOL_PHASE_UNSPECIFIED\x10\x00\x12\x16\n\x12TOOL_PHASE_STARTED\x10\x01\x12\x18\n\x14TOOL_PHASE_COMPLETED\x10\x02\x12\x15\n\x11TOOL_PHASE_FAILED\x10\x03*w\n\nTurnStatus\x12\x1b\n\x17TURN_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15TURN_STATUS_COMPLETED\x10\x01\x12\x19\n\x15TURN_STATUS_CANCELLED\x10\x02\x12\x16\n\x12TURN_STATUS_FAILED\x10\x03*\x7f\n\x14NotificationPriority\x12%\n!NOTIFICATION_PRIORITY_UNSPECIFIED\x10\x00\x12 \n\x1cNOTIFICATION_PRIORITY_NORMAL\x10\x01\x12\x1e\n\x1aNOTIFICATION_PRIORITY_HIGH\x10\x02\x32U\n\x08\x44ialogue\x12I\n\x08\x43onverse\x12\x1b.voxmesh.v1.ConverseRequest\x1a\x1c.voxmesh.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19voxmesh/v1/dialogue.proto\x12\nvoxmesh.v1\"\xb4\x01\n\x0e\x44ialogueConfig\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05\x61gent\x18\x02 \x01(\t\x12<\n\tvariables\x18\x03 \x03(\x0b\x32).voxmesh.v1.DialogueConfig.VariablesEntry\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb2\x01\n\x08UserTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12=\n\rtrace_context\x18\x03 \x03(\x0b\x32&.voxmesh.v1.UserTurn.TraceContextEntry\x12\x13\n\x0bspeculative\x18\x04 \x01(\x08\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\".\n\nCancelTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0f\n\x07\x64iscard\x18\x02 \x01(\x08\"\x1d\n\nCommitTurn\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\"G\n\x0bHeardReport\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x12\n\nheard_text\x18\x02 \x01(\t\x12\x13\n\x0bis_complete\x18\x03 \x01(\x08\"0\n\x15NotificationDelivered\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\"\xab\x02\n\x0f\x43onverseRequest\x12,\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.voxmesh.v1.DialogueConfigH\x00\x12)\n\tuser_turn\x18\x02 \x01(\x0b\x32\x14.voxmesh.v1.UserTurnH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.voxmesh.v1.CancelTurnH\x00\x12(\n\x05heard\x18\x04 \x01(\x0b\x32\x17.voxmesh.v1.HeardReportH\x00\x12\x36\n\tdelivered\x18\x05 \x01(\x0b\x32!.voxmesh.v1.NotificationDeliveredH\x00\x12(\n\x06\x63ommit\x18\x06 \x01(\x0b\x32\x16.voxmesh.v1.CommitTurnH\x00\x42\t\n\x07request\"a\n\x11\x43onversationReady\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05voice\x18\x02 \x01(\t\x12\r\n\x05speed\x18\x03 \x01(\x02\x12\x10\n\x08greeting\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\"+\n\tTextDelta\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\t\"\x91\x01\n\x0cToolActivity\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61ll_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x04 \x01(\t\x12$\n\x05phase\x18\x05 \x01(\x0e\x32\x15.voxmesh.v1.ToolPhase\x12\x13\n\x0bresult_json\x18\x06 \x01(\t\"\x84\x01\n\x0cTurnComplete\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.voxmesh.v1.TurnStatus\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12\x16\n\x0e\x66irst_token_ms\x18\x05 \x01(\r\"n\n\x07Handoff\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x12\n\nfrom_agent\x18\x02 \x01(\t\x12\x10\n\x08to_agent\x18\x03 \x01(\t\x12\r\n\x05voice\x18\x04 \x01(\t\x12\r\n\x05speed\x18\x05 \x01(\x02\x12\x0e\n\x06reason\x18\x06 \x01(\t\"7\n\x08\x43itation\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\"s\n\tRetrieval\x12\x0f\n\x07turn_id\x18\x01 \x01(\t\x12\x16\n\x0eknowledge_base\x18\x02 \x01(\t\x12\'\n\tcitations\x18\x03 \x03(\x0b\x32\x14.voxmesh.v1.Citation\x12\x14\n\x0cretrieval_ms\x18\x04 \x01(\x02\"y\n\x0cNotification\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x32\n\x08priority\x18\x03 \x01(\x0e\x32 .voxmesh.v1.NotificationPriority\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xcd\x02\n\x10\x43onverseResponse\x12.\n\x05ready\x18\x01 \x01(\x0b\x32\x1d.voxmesh.v1.ConversationReadyH\x00\x12&\n\x05\x64\x65lta\x18\x02 \x01(\x0b\x32\x15.voxmesh.v1.TextDeltaH\x00\x12(\n\x04tool\x18\x03 \x01(\x0b\x32\x18.voxmesh.v1.ToolActivityH\x00\x12(\n\x04\x64one\x18\x04 \x01(\x0b\x32\x18.voxmesh.v1.TurnCompleteH\x00\x12&\n\x07handoff\x18\x05 \x01(\x0b\x32\x13.voxmesh.v1.HandoffH\x00\x12*\n\tretrieval\x18\x06 \x01(\x0b\x32\x15.voxmesh.v1.RetrievalH\x00\x12\x30\n\x0cnotification\x18\x07 \x01(\x0b\x32\x18.voxmesh.v1.NotificationH\x00\x42\x07\n\x05\x65vent*p\n\tToolPhase\x12\x1a\n\x16TOOL_PHASE_UNSPECIFIED\x10\x00\x12\x16\n\x12TOOL_PHASE_STARTED\x10\x01\x12\x18\n\x14TOOL_PHASE_COMPLETED\x10\x02\x12\x15\n\x11TOOL_PHASE_FAILED\x10\x03*w\n\nTurnStatus\x12\x1b\n\x17TURN_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15TURN_STATUS_COMPLETED\x10\x01\x12\x19\n\x15TURN_STATUS_CANCELLED\x10\x02\x12\x16\n\x12TURN_STATUS_FAILED\x10\x03*\x7f\n\x14NotificationPriority\x12%\n!NOTIFICATION_PRIORITY_UNSPECIFIED\x10\x00\x12 \n\x1cNOTIFICATION_PRIORITY_NORMAL\x10\x01\x12\x1e\n\x1aNOTIFICATION_PRIORITY_HIGH\x10\x02\x32U\n\x08\x44ialogue\x12I\n\x08\x43onverse\x12\x1b.voxmesh.v1.ConverseRequest\x1a\x1c.voxmesh.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,46 +35,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DIALOGUECONFIG_VARIABLESENTRY']._serialized_options = b'8\001'
   _globals['_USERTURN_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_USERTURN_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_TOOLPHASE']._serialized_start=1970
-  _globals['_TOOLPHASE']._serialized_end=2082
-  _globals['_TURNSTATUS']._serialized_start=2084
-  _globals['_TURNSTATUS']._serialized_end=2203
-  _globals['_NOTIFICATIONPRIORITY']._serialized_start=2205
-  _globals['_NOTIFICATIONPRIORITY']._serialized_end=2332
+  _globals['_TOOLPHASE']._serialized_start=2081
+  _globals['_TOOLPHASE']._serialized_end=2193
+  _globals['_TURNSTATUS']._serialized_start=2195
+  _globals['_TURNSTATUS']._serialized_end=2314
+  _globals['_NOTIFICATIONPRIORITY']._serialized_start=2316
+  _globals['_NOTIFICATIONPRIORITY']._serialized_end=2443
   _globals['_DIALOGUECONFIG']._serialized_start=42
   _globals['_DIALOGUECONFIG']._serialized_end=222
   _globals['_DIALOGUECONFIG_VARIABLESENTRY']._serialized_start=174
   _globals['_DIALOGUECONFIG_VARIABLESENTRY']._serialized_end=222
   _globals['_USERTURN']._serialized_start=225
-  _globals['_USERTURN']._serialized_end=382
-  _globals['_USERTURN_TRACECONTEXTENTRY']._serialized_start=331
-  _globals['_USERTURN_TRACECONTEXTENTRY']._serialized_end=382
-  _globals['_CANCELTURN']._serialized_start=384
-  _globals['_CANCELTURN']._serialized_end=413
-  _globals['_HEARDREPORT']._serialized_start=415
-  _globals['_HEARDREPORT']._serialized_end=486
-  _globals['_NOTIFICATIONDELIVERED']._serialized_start=488
-  _globals['_NOTIFICATIONDELIVERED']._serialized_end=536
-  _globals['_CONVERSEREQUEST']._serialized_start=539
-  _globals['_CONVERSEREQUEST']._serialized_end=796
-  _globals['_CONVERSATIONREADY']._serialized_start=798
-  _globals['_CONVERSATIONREADY']._serialized_end=895
-  _globals['_TEXTDELTA']._serialized_start=897
-  _globals['_TEXTDELTA']._serialized_end=940
-  _globals['_TOOLACTIVITY']._serialized_start=943
-  _globals['_TOOLACTIVITY']._serialized_end=1088
-  _globals['_TURNCOMPLETE']._serialized_start=1091
-  _globals['_TURNCOMPLETE']._serialized_end=1223
-  _globals['_HANDOFF']._serialized_start=1225
-  _globals['_HANDOFF']._serialized_end=1335
-  _globals['_CITATION']._serialized_start=1337
-  _globals['_CITATION']._serialized_end=1392
-  _globals['_RETRIEVAL']._serialized_start=1394
-  _globals['_RETRIEVAL']._serialized_end=1509
-  _globals['_NOTIFICATION']._serialized_start=1511
-  _globals['_NOTIFICATION']._serialized_end=1632
-  _globals['_CONVERSERESPONSE']._serialized_start=1635
-  _globals['_CONVERSERESPONSE']._serialized_end=1968
-  _globals['_DIALOGUE']._serialized_start=2334
-  _globals['_DIALOGUE']._serialized_end=2419
+  _globals['_USERTURN']._serialized_end=403
+  _globals['_USERTURN_TRACECONTEXTENTRY']._serialized_start=352
+  _globals['_USERTURN_TRACECONTEXTENTRY']._serialized_end=403
+  _globals['_CANCELTURN']._serialized_start=405
+  _globals['_CANCELTURN']._serialized_end=451
+  _globals['_COMMITTURN']._serialized_start=453
+  _globals['_COMMITTURN']._serialized_end=482
+  _globals['_HEARDREPORT']._serialized_start=484
+  _globals['_HEARDREPORT']._serialized_end=555
+  _globals['_NOTIFICATIONDELIVERED']._serialized_start=557
+  _globals['_NOTIFICATIONDELIVERED']._serialized_end=605
+  _globals['_CONVERSEREQUEST']._serialized_start=608
+  _globals['_CONVERSEREQUEST']._serialized_end=907
+  _globals['_CONVERSATIONREADY']._serialized_start=909
+  _globals['_CONVERSATIONREADY']._serialized_end=1006
+  _globals['_TEXTDELTA']._serialized_start=1008
+  _globals['_TEXTDELTA']._serialized_end=1051
+  _globals['_TOOLACTIVITY']._serialized_start=1054
+  _globals['_TOOLACTIVITY']._serialized_end=1199
+  _globals['_TURNCOMPLETE']._serialized_start=1202
+  _globals['_TURNCOMPLETE']._serialized_end=1334
+  _globals['_HANDOFF']._serialized_start=1336
+  _globals['_HANDOFF']._serialized_end=1446
+  _globals['_CITATION']._serialized_start=1448
+  _globals['_CITATION']._serialized_end=1503
+  _globals['_RETRIEVAL']._serialized_start=1505
+  _globals['_RETRIEVAL']._serialized_end=1620
+  _globals['_NOTIFICATION']._serialized_start=1622
+  _globals['_NOTIFICATION']._serialized_end=1743
+  _globals['_CONVERSERESPONSE']._serialized_start=1746
+  _globals['_CONVERSERESPONSE']._serialized_end=2079
+  _globals['_DIALOGUE']._serialized_start=2445
+  _globals['_DIALOGUE']._serialized_end=2530
 # @@protoc_insertion_point(module_scope)

@@ -58,7 +58,7 @@ class DialogueConfig(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class UserTurn(_message.Message):
-    __slots__ = ("turn_id", "text", "trace_context")
+    __slots__ = ("turn_id", "text", "trace_context", "speculative")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,12 +69,22 @@ class UserTurn(_message.Message):
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    SPECULATIVE_FIELD_NUMBER: _ClassVar[int]
     turn_id: str
     text: str
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, turn_id: _Optional[str] = ..., text: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    speculative: bool
+    def __init__(self, turn_id: _Optional[str] = ..., text: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., speculative: bool = ...) -> None: ...
 
 class CancelTurn(_message.Message):
+    __slots__ = ("turn_id", "discard")
+    TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    DISCARD_FIELD_NUMBER: _ClassVar[int]
+    turn_id: str
+    discard: bool
+    def __init__(self, turn_id: _Optional[str] = ..., discard: bool = ...) -> None: ...
+
+class CommitTurn(_message.Message):
     __slots__ = ("turn_id",)
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     turn_id: str
@@ -97,18 +107,20 @@ class NotificationDelivered(_message.Message):
     def __init__(self, notification_id: _Optional[str] = ...) -> None: ...
 
 class ConverseRequest(_message.Message):
-    __slots__ = ("config", "user_turn", "cancel", "heard", "delivered")
+    __slots__ = ("config", "user_turn", "cancel", "heard", "delivered", "commit")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     USER_TURN_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
     HEARD_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
     config: DialogueConfig
     user_turn: UserTurn
     cancel: CancelTurn
     heard: HeardReport
     delivered: NotificationDelivered
-    def __init__(self, config: _Optional[_Union[DialogueConfig, _Mapping]] = ..., user_turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelTurn, _Mapping]] = ..., heard: _Optional[_Union[HeardReport, _Mapping]] = ..., delivered: _Optional[_Union[NotificationDelivered, _Mapping]] = ...) -> None: ...
+    commit: CommitTurn
+    def __init__(self, config: _Optional[_Union[DialogueConfig, _Mapping]] = ..., user_turn: _Optional[_Union[UserTurn, _Mapping]] = ..., cancel: _Optional[_Union[CancelTurn, _Mapping]] = ..., heard: _Optional[_Union[HeardReport, _Mapping]] = ..., delivered: _Optional[_Union[NotificationDelivered, _Mapping]] = ..., commit: _Optional[_Union[CommitTurn, _Mapping]] = ...) -> None: ...
 
 class ConversationReady(_message.Message):
     __slots__ = ("agent", "voice", "speed", "greeting", "model")

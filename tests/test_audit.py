@@ -1,0 +1,576 @@
+"""The immutable audit log: hash chain, verification, outages, drops and the Redis ACL.
+
+Everything runs against a real redis-server started here with the shipped ACL file
+(deploy/redis/users.acl, rendered by deploy/redis/render-acl.sh with test passwords),
+so the writer always works through the ``voxmesh-orchestrator`` user and tampering
+needs ``voxmesh-admin``, as in a deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from services.llm.memory import Memory
+from services.orchestrator.audit import AuditLog, stream_key
+from services.orchestrator.audit_chain import DROPPED_TYPE, genesis_hash, link_hash
+from services.orchestrator.audit_verify import verify
+from voxmesh.launcher import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+USERS = ("admin", "orchestrator", "llm", "auditor")
+
+pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="needs redis-server")
+
+
+class RedisServer:
+    """A redis-server on a random loopback port, with the rendered ACL file and an AOF.
+
+    The AOF keeps the streams across :meth:`stop`/:meth:`start`, like a real restart.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.passwords = {user: secrets.token_hex(16) for user in USERS}
+        env = {**os.environ, **{f"VOXMESH_REDIS_{u.upper()}_PASSWORD": p
+                                for u, p in self.passwords.items()}}
+        self.aclfile = workdir / "users.acl"
+        self.aclfile.write_text(subprocess.run(
+            ["sh", str(REPO / "deploy/redis/render-acl.sh")], env=env, check=True,
+            capture_output=True, text=True).stdout)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, user: str) -> str:
+        """A redis:// URL that logs in as ``voxmesh-<user>``."""
+        return f"redis://voxmesh-{user}:{self.passwords[user]}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        log = (self.workdir / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.workdir), "--aclfile", str(self.aclfile),
+             "--appendonly", "yes", "--save", ""],
+            stdout=log, stderr=log)
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, (self.workdir / "redis.log").read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        """SIGTERM (the AOF is flushed) and wait."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def running(server: RedisServer) -> RedisServer:
+    """The server, started again if an earlier test left it stopped."""
+    if server.process is None:
+        server.start()
+    return server
+
+
+@pytest.fixture
+async def auditor(running: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(running.url("auditor"), decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def admin(running: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(running.url("admin"), decode_responses=True)
+    yield client
+    client.close()
+
+
+Entries = list[tuple[str, dict[str, str]]]
+
+
+async def read_stream(client: aioredis.Redis, session_id: str) -> Entries:
+    return cast(Entries, await client.xrange(stream_key(session_id)))
+
+
+def read_stream_sync(client: redis.Redis, key: str) -> Entries:
+    return cast(Entries, client.xrange(key))
+
+
+def new_session() -> str:
+    return f"audit-{uuid.uuid4().hex[:12]}"
+
+
+def metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def emit_turn(log: AuditLog, session_id: str, turn: int) -> None:
+    """The events of one ordinary turn, as a session emits them."""
+    turn_id = f"t{turn}"
+    log.emit(session_id, "state", turn_id=turn_id, **{"from": "listening", "to": "thinking"})
+    log.emit(session_id, "transcript.final", component="stt", turn_id=turn_id,
+             correlation_id=f"c{turn}", text="Grüße, what's the time?", confidence=0.93)
+    log.emit(session_id, "llm.done", component="llm", turn_id=turn_id, text="Noon.")
+    log.emit(session_id, "latency", turn_id=turn_id, stt_ms=101.5, llm_ms=99.0, v2v_ms=480.2)
+
+
+async def write_session(url: str, session_id: str, turns: int) -> None:
+    """One orchestrator process lifetime: start, emit, flush, stop."""
+    log = AuditLog(url, max_backoff_s=0.2)
+    log.start()
+    for turn in range(turns):
+        await emit_turn(log, session_id, turn)
+    await log.close()
+
+
+async def wait_for_len(client: aioredis.Redis, session_id: str, n: int,
+                       timeout_s: float = 20.0) -> int:
+    """Poll XLEN until it reaches ``n`` (a liveness deadline, not a speed check)."""
+    deadline = time.monotonic() + timeout_s
+    while (length := await client.xlen(stream_key(session_id))) < n:
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    return int(length)
+
+
+async def wait_for_errors(before: float) -> None:
+    """Wait until the writer has failed at least once more since ``before``."""
+    deadline = time.monotonic() + 10
+    while metric("voxmesh_orchestrator_audit_write_errors_total") <= before:
+        assert time.monotonic() < deadline, "the writer never tried to write"
+        await asyncio.sleep(0.02)
+
+
+async def run_cli(server: RedisServer, session_id: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.orchestrator.audit_verify", session_id,
+        "--redis-url", server.url("auditor"), cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return int(proc.returncode or 0), out.decode()
+
+
+# -- the chain ---------------------------------------------------------------------------
+
+
+async def test_chain_verifies_for_a_normal_session(
+        running: RedisServer, auditor: aioredis.Redis) -> None:
+    session_id = new_session()
+    await write_session(running.url("orchestrator"), session_id, turns=3)
+
+    entries = await read_stream(auditor, session_id)
+    assert [int(f["seq"]) for _, f in entries] == list(range(1, 13))
+    prev = genesis_hash(session_id)
+    for _, fields in entries:
+        assert fields["hash"] == link_hash(prev, fields)
+        prev = fields["hash"]
+    first, second = entries[0][1], entries[1][1]
+    assert first["type"] == "state" and first["turn_id"] == "t0"
+    assert second["correlation_id"] == "c0" and second["component"] == "stt"
+    assert json.loads(second["data"])["text"] == "Grüße, what's the time?"
+    assert int(second["ts_us"]) >= int(first["ts_us"]) > 1_600_000_000 * 10**6
+
+    report = await verify(auditor, session_id)
+    assert report.ok, report.problems
+    assert (report.entries, report.last_seq, report.head_hash) == (12, 12, prev)
+    assert report.entries_added == 12
+    rc, out = await run_cli(running, session_id)
+    assert rc == 0 and "INTACT" in out, out
+
+
+async def test_a_missing_session_does_not_verify(
+        running: RedisServer, auditor: aioredis.Redis) -> None:
+    report = await verify(auditor, new_session())
+    assert not report.ok and report.problems[0].kind == "empty"
+
+
+async def test_chain_continues_after_an_orchestrator_restart(
+        running: RedisServer, auditor: aioredis.Redis) -> None:
+    session_id = new_session()
+    resumes = metric("voxmesh_orchestrator_audit_chain_resumes_total")
+    await write_session(running.url("orchestrator"), session_id, turns=2)
+    await write_session(running.url("orchestrator"), session_id, turns=1)  # a new process
+
+    report = await verify(auditor, session_id)
+    assert report.ok, report.problems
+    assert report.last_seq == 12
+    assert metric("voxmesh_orchestrator_audit_chain_resumes_total") == resumes + 1
+
+
+# -- tampering ---------------------------------------------------------------------------
+
+
+async def tampered(server: RedisServer, auditor: aioredis.Redis) -> str:
+    session_id = new_session()
+    await write_session(server.url("orchestrator"), session_id, turns=2)  # seq 1..8
+    assert (await verify(auditor, session_id)).ok
+    return session_id
+
+
+def entry(admin: redis.Redis, session_id: str, seq: int) -> tuple[str, dict[str, str]]:
+    for entry_id, fields in read_stream_sync(admin, stream_key(session_id)):
+        if fields["seq"] == str(seq):
+            return entry_id, fields
+    raise AssertionError(f"no seq {seq}")
+
+
+async def test_forged_entry_is_detected(running: RedisServer, auditor: aioredis.Redis,
+                                        admin: redis.Redis) -> None:
+    session_id = await tampered(running, auditor)
+    _, last = entry(admin, session_id, 8)
+    forged = {**last, "seq": "9", "type": "tool", "data": json.dumps({"refund": 5000})}
+    admin.xadd(stream_key(session_id), forged)  # type: ignore[arg-type]
+
+    report = await verify(auditor, session_id)
+    assert not report.ok
+    assert report.first_bad_seq == 9 and report.problems[0].kind == "hash"
+
+
+async def test_entry_modified_by_delete_and_re_add_is_detected(
+        running: RedisServer, auditor: aioredis.Redis, admin: redis.Redis) -> None:
+    session_id = await tampered(running, auditor)
+    entry_id, fields = entry(admin, session_id, 3)
+    admin.xdel(stream_key(session_id), entry_id)
+    altered: dict[Any, Any] = {**fields, "data": json.dumps({"text": "Midnight."})}
+    admin.xadd(stream_key(session_id), altered)
+
+    report = await verify(auditor, session_id)
+    assert report.first_bad_seq == 3
+    assert {p.kind for p in report.problems} == {"gap", "reordered", "deleted"}
+    rc, out = await run_cli(running, session_id)
+    assert rc == 1 and "TAMPERED: first bad seq 3" in out, out
+
+
+async def test_deleted_entry_is_detected(running: RedisServer, auditor: aioredis.Redis,
+                                         admin: redis.Redis) -> None:
+    session_id = await tampered(running, auditor)
+    admin.xdel(stream_key(session_id), entry(admin, session_id, 5)[0])
+
+    report = await verify(auditor, session_id)
+    assert report.first_bad_seq == 5 and report.problems[0].kind == "gap"
+
+
+async def test_deleted_tail_is_detected(running: RedisServer, auditor: aioredis.Redis,
+                                        admin: redis.Redis) -> None:
+    session_id = await tampered(running, auditor)
+    admin.xdel(stream_key(session_id), entry(admin, session_id, 7)[0],
+               entry(admin, session_id, 8)[0])
+
+    report = await verify(auditor, session_id)
+    assert report.first_bad_seq == 7 and report.problems[0].kind == "deleted"
+
+
+async def test_trimming_through_xadd_maxlen_is_detected(
+        running: RedisServer, auditor: aioredis.Redis) -> None:
+    """ACLs cannot forbid XADD's MAXLEN option to the writer's user; the chain catches it."""
+    session_id = await tampered(running, auditor)
+    orchestrator = aioredis.from_url(running.url("orchestrator"), decode_responses=True)
+    await orchestrator.xadd(stream_key(session_id), {"seq": "9"}, maxlen=3, approximate=False)
+    await orchestrator.aclose()
+
+    report = await verify(auditor, session_id)
+    assert report.first_bad_seq == 1 and report.problems[0].kind == "gap"
+
+
+# -- outages and drops -------------------------------------------------------------------
+
+
+async def test_events_emitted_while_redis_is_down_are_written_in_order(
+        running: RedisServer, auditor: aioredis.Redis) -> None:
+    session_id = new_session()
+    log = AuditLog(running.url("orchestrator"), max_backoff_s=0.2)
+    log.start()
+    try:
+        await emit_turn(log, session_id, 0)
+        assert await wait_for_len(auditor, session_id, 4) == 4
+        errors = metric("voxmesh_orchestrator_audit_write_errors_total")
+
+        running.stop()
+        for turn in range(1, 6):
+            await emit_turn(log, session_id, turn)
+        await wait_for_errors(errors)
+        assert log.backlog == 20 and log.dropped == 0
+
+        running.start()
+        client = aioredis.from_url(running.url("auditor"), decode_responses=True)
+        try:
+            assert await wait_for_len(client, session_id, 24) == 24
+            report = await verify(client, session_id)
+            entries = await read_stream(client, session_id)
+        finally:
+            await client.aclose()
+    finally:
+        await log.close()
+    assert report.ok, report.problems
+    assert [f["turn_id"] for _, f in entries] == [f"t{t}" for t in range(6) for _ in range(4)]
+    assert [f["type"] for _, f in entries[4:8]] == [
+        "state", "transcript.final", "llm.done", "latency"]
+
+
+async def test_overflow_is_counted_and_recorded_as_a_gap(running: RedisServer) -> None:
+    session_id = new_session()
+    log = AuditLog(running.url("orchestrator"), max_queue=5, batch_size=2, max_backoff_s=0.2)
+    log.start()
+    dropped_before = metric("voxmesh_orchestrator_audit_dropped_total")
+    try:
+        await emit_turn(log, session_id, 0)  # seq 1..4
+        client = aioredis.from_url(running.url("auditor"), decode_responses=True)
+        assert await wait_for_len(client, session_id, 4) == 4
+        await client.aclose()
+        errors = metric("voxmesh_orchestrator_audit_write_errors_total")
+
+        running.stop()
+        log.emit(session_id, "outage.first")  # the writer holds this one
+        await wait_for_errors(errors)
+        for i in range(12):  # 5 fit in the queue, 7 are dropped
+            log.emit(session_id, "outage.burst", i=i)
+        assert (log.backlog, log.dropped) == (6, 7)
+        assert metric("voxmesh_orchestrator_audit_dropped_total") == dropped_before + 7
+
+        running.start()
+        client = aioredis.from_url(running.url("auditor"), decode_responses=True)
+        try:
+            assert await wait_for_len(client, session_id, 11) == 11
+            log.emit(session_id, "after.recovery")
+            assert await wait_for_len(client, session_id, 12) == 12
+            report = await verify(client, session_id)
+            entries = await read_stream(client, session_id)
+        finally:
+            await client.aclose()
+    finally:
+        await log.close()
+    assert report.ok, report.problems
+    assert report.dropped_events == 7 and report.drop_markers == [(11, 7)]
+    types = [f["type"] for _, f in entries]
+    assert types[4:] == ["outage.first", *["outage.burst"] * 5, DROPPED_TYPE, "after.recovery"]
+    assert [json.loads(f["data"])["i"] for _, f in entries[5:10]] == [0, 1, 2, 3, 4]
+    marker = json.loads(entries[10][1]["data"])
+    assert marker["count"] == 7 and marker["first_ts_us"] <= marker["last_ts_us"]
+
+
+class ReplyLosingProxy:
+    """A TCP proxy to Redis that can forward one EXEC and then lose its reply."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.lose_next_exec_reply = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ReplyLosingProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        exec_sent = asyncio.Event()
+
+        async def up() -> None:
+            while data := await client_r.read(65536):
+                server_w.write(data)
+                await server_w.drain()
+                if self.lose_next_exec_reply and b"EXEC" in data:
+                    self.lose_next_exec_reply = False
+                    exec_sent.set()
+
+        async def down() -> None:
+            while data := await server_r.read(65536):
+                if exec_sent.is_set():
+                    await asyncio.sleep(0.3)  # Redis has run the EXEC; its reply is lost
+                    return
+                client_w.write(data)
+                await client_w.drain()
+
+        tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for writer in (client_w, server_w):
+            writer.close()
+
+
+async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
+        running: RedisServer, auditor: aioredis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="services.orchestrator.audit")
+    session_id = new_session()
+    url = running.url("orchestrator").replace(f":{running.port}/", ":{port}/")
+    async with ReplyLosingProxy(running.port) as proxy:
+        log = AuditLog(url.format(port=proxy.port), max_backoff_s=0.2)
+        log.start()
+        try:
+            await emit_turn(log, session_id, 0)
+            assert await wait_for_len(auditor, session_id, 4) == 4
+            errors = metric("voxmesh_orchestrator_audit_write_errors_total")
+            proxy.lose_next_exec_reply = True
+            await emit_turn(log, session_id, 1)
+            await wait_for_errors(errors)
+            await emit_turn(log, session_id, 2)
+            assert await wait_for_len(auditor, session_id, 12) == 12
+        finally:
+            await log.close()
+    await asyncio.sleep(0.2)
+    assert await auditor.xlen(stream_key(session_id)) == 12
+    report = await verify(auditor, session_id)
+    assert report.ok and report.last_seq == 12, report.problems
+    assert "partly stored before the failure; skipping 4 entries" in caplog.text
+
+
+async def test_emit_never_waits_for_redis() -> None:
+    """Redis unreachable: emit returns at once; the queue is bounded and the rest counted."""
+    log = AuditLog(f"redis://127.0.0.1:{free_port()}/0", max_queue=100, batch_size=10,
+                   max_backoff_s=0.2)
+    errors = metric("voxmesh_orchestrator_audit_write_errors_total")
+    log.start()
+    try:
+        log.emit("s-down", "first")
+        await wait_for_errors(errors)
+        for i in range(10_000):
+            log.emit("s-down", "event", i=i)
+        assert log.backlog == 101
+        assert log.dropped == 10_000 - 100
+    finally:
+        await log.close(timeout_s=0.1)
+
+
+# -- the ACL -----------------------------------------------------------------------------
+
+DESTRUCTIVE = [
+    ["XDEL", "voxmesh:session:s", "1-1"], ["XTRIM", "voxmesh:session:s", "MAXLEN", "0"],
+    ["DEL", "voxmesh:session:s"], ["UNLINK", "voxmesh:session:s"],
+    ["RENAME", "voxmesh:session:s", "voxmesh:session:t"],
+    ["EXPIRE", "voxmesh:session:s", "1"], ["XSETID", "voxmesh:session:s", "9-9"],
+    ["RESTORE", "voxmesh:session:s", "0", "x", "REPLACE"],
+    ["COPY", "voxmesh:session:t", "voxmesh:session:s", "REPLACE"],
+    ["SET", "voxmesh:session:s", "x"], ["FLUSHALL"], ["FLUSHDB"], ["ACL", "SETUSER", "x"],
+    ["CONFIG", "SET", "appendonly", "no"], ["SHUTDOWN"], ["DEBUG", "SLEEP", "0"],
+]
+
+
+def dry_run(admin: redis.Redis, user: str, command: list[str]) -> bool:
+    """True when ``user`` would be allowed to run ``command`` (ACL DRYRUN)."""
+    return str(admin.execute_command("ACL", "DRYRUN", f"voxmesh-{user}", *command)) == "OK"
+
+
+@pytest.mark.parametrize("user", ["orchestrator", "llm", "auditor"])
+def test_only_the_admin_can_destroy_audit_streams(admin: redis.Redis, user: str) -> None:
+    allowed = [c for c in DESTRUCTIVE if dry_run(admin, user, c)]
+    assert allowed == []
+    assert all(dry_run(admin, "admin", c) for c in DESTRUCTIVE[:3])
+
+
+def test_orchestrator_user_appends_and_reads_audit_streams_only(running: RedisServer) -> None:
+    client = redis.Redis.from_url(running.url("orchestrator"), decode_responses=True)
+    try:
+        key = stream_key(new_session())
+        entry_id = client.xadd(key, {"a": "1"})
+        assert cast(Entries, client.xrevrange(key, count=1))[0][0] == entry_id
+        assert read_stream_sync(client, key)[0][1] == {"a": "1"} and client.xlen(key) == 1
+        for command in (["XDEL", key, entry_id], ["XTRIM", key, "MAXLEN", "0"], ["DEL", key],
+                        ["FLUSHALL"], ["XADD", "voxmesh:history:x", "*", "a", "1"],
+                        ["GET", "voxmesh:agent:x"]):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*command)
+        assert client.xlen(key) == 1
+    finally:
+        client.close()
+
+
+def test_llm_user_cannot_touch_audit_streams(running: RedisServer, admin: redis.Redis) -> None:
+    key = stream_key(new_session())
+    admin.xadd(key, {"a": "1"})
+    client = redis.Redis.from_url(running.url("llm"), decode_responses=True)
+    try:
+        for command in (["XRANGE", key, "-", "+"], ["XADD", key, "*", "a", "2"], ["DEL", key],
+                        ["XDEL", key, "0-1"], ["GET", key], ["FLUSHALL"]):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*command)
+    finally:
+        client.close()
+    assert admin.xlen(key) == 1
+
+
+def test_auditor_user_only_reads(running: RedisServer, auditor_sync: redis.Redis) -> None:
+    key = stream_key(new_session())
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        auditor_sync.xadd(key, {"a": "1"})
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        auditor_sync.get("voxmesh:history:x")
+    assert auditor_sync.xlen(key) == 0 and auditor_sync.xrange(key) == []
+
+
+@pytest.fixture
+def auditor_sync(running: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(running.url("auditor"), decode_responses=True)
+    yield client
+    client.close()
+
+
+def test_default_user_is_disabled(running: RedisServer) -> None:
+    client = redis.Redis(port=running.port, retry=Retry(NoBackoff(), 0))
+    try:
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            client.ping()
+    finally:
+        client.close()
+
+
+async def test_llm_memory_works_as_the_llm_user(running: RedisServer) -> None:
+    """Every command services/llm/memory.py sends is allowed to voxmesh-llm."""
+    memory = Memory(running.url("llm"), ttl_s=60)
+    session_id = new_session()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "hi"}]
+    try:
+        assert await memory.save(session_id, messages)
+        assert await memory.load(session_id) == messages
+        assert await memory.save_agent(session_id, "sales")
+        assert await memory.load_agent(session_id) == "sales"
+        assert await memory.save_notification(session_id, "n1", {"text": "ready"})
+        assert await memory.load_notifications(session_id) == [{"text": "ready"}]
+        assert await memory.delete_notification(session_id, "n1")
+        assert await memory.load_notifications(session_id) == []
+    finally:
+        await memory.aclose()

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
+from services.llm.db.faq import read_faq
 from tests.conftest import StackFactory
 from tests.fake_openai import FakeOpenAI, ToolCallReply
 from tests.test_llm import Conversation, conversation
@@ -206,3 +207,12 @@ async def test_the_information_desk_answers_from_the_knowledge_base_and_cites_it
     # Nothing relevant for an off-topic question: no passages, the model is told so.
     assert list(off_topic.citations) == []
     assert done2.text == "I do not know."
+
+
+def test_the_faq_table_mirrors_the_knowledge_base(stack: Stack, db_path: Path) -> None:
+    expected = read_faq(Path(__file__).resolve().parents[1] / "knowledge" / "maple_motors"
+                        / "faq.yaml")
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT question, answer FROM faq ORDER BY question").fetchall()
+    assert len(expected) >= 15
+    assert sorted(rows) == sorted(expected)

@@ -12,12 +12,14 @@ import grpc
 from services.llm import metrics
 from services.llm.agents import AgentConfig, default_agents_dir
 from services.llm.db.escalations import seed_staff
+from services.llm.db.faq import read_faq, sync_faq
 from services.llm.db.store import BookingStore, default_url
 from services.llm.escalation import HumanDesk
 from services.llm.memory import Memory
 from services.llm.notify import Notifier
 from services.llm.overrides import AgentCatalog, UserIdError, load_catalog
 from services.llm.rag import load_knowledge_bases
+from services.llm.rag.knowledge import knowledge_root
 from services.llm.rag.retriever import KnowledgeRetriever
 from services.llm.router import Router
 from services.llm.session import DialogueSession, SessionError
@@ -111,6 +113,7 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         store = BookingStore(url, bays=self.settings.bays)
         await asyncio.to_thread(store.create)
         await asyncio.to_thread(seed_staff, store.engine)
+        await self._sync_faq(store, agents)
         self.store = store
         self.toolboxes = {name: ToolBox([TOOLS[t] for t in agent.tools], store)
                           for name, agent in agents.items() if agent.tools}
@@ -118,6 +121,18 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         resumed = await self.desk.resume()
         log.info("booking database ready", extra={"dialect": store.engine.dialect.name,
                                                   "resumed_escalations": resumed})
+
+    async def _sync_faq(self, store: BookingStore, agents: dict[str, AgentConfig]) -> None:
+        """The FAQ table mirrors the faq.yaml of the agents' knowledge bases."""
+        root = knowledge_root(self.settings)
+        pairs: list[tuple[str, str]] = []
+        for base in sorted({a.knowledge.base for a in agents.values() if a.knowledge}):
+            path = root / base / "faq.yaml"
+            if path.is_file():
+                pairs += await asyncio.to_thread(read_faq, path)
+        if pairs:
+            rows = await asyncio.to_thread(sync_faq, store.engine, pairs)
+            log.info("faq table synced", extra={"questions": rows})
 
     async def aclose(self) -> None:
         """Stop background checks; close the upstream client and the database pool."""

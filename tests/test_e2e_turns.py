@@ -1,5 +1,7 @@
 """Turn-taking with real speech: eager replies committed or withdrawn, backchannels that do
 not interrupt, barge-in by words, and barge-in while an already-sent reply still plays.
+Resilience: the dialogue service killed mid-reply (apology, reconnect, next turn works),
+and a session resumed on another orchestrator instance (same conversation, one audit chain).
 
 The orchestrator's Session stream is driven directly with paced 20 ms audio frames made by
 espeak-ng; STT (faster-whisper tiny.en, Silero VAD, Smart Turn), TTS and the dialogue
@@ -15,7 +17,10 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 
+from services.orchestrator.audit_verify import verify
+from services.orchestrator.session import APOLOGY
 from tests.fake_openai import FakeOpenAI
 from tests.support import speak
 from tests.test_e2e import STORY, audit_entries, wait_for_audit
@@ -97,11 +102,13 @@ class Session:
 
 
 @contextlib.asynccontextmanager
-async def session(stack: Stack, agent: str = "assistant") -> AsyncIterator[Session]:
+async def session(stack: Stack, agent: str = "assistant",
+                  session_id: str = "") -> AsyncIterator[Session]:
     async with grpc.aio.insecure_channel(stack.addr("orchestrator")) as channel:
         call = orchestrator_pb2_grpc.OrchestratorStub(channel).Session()
         await call.write(pb.SessionRequest(start=pb.SessionStart(
-            agent=agent, input_sample_rate_hertz=16000, output_sample_rate_hertz=24000)))
+            session_id=session_id, agent=agent, input_sample_rate_hertz=16000,
+            output_sample_rate_hertz=24000)))
         s = Session(call)
         await s.wait_for("started", timeout_s=30)
         try:
@@ -199,3 +206,69 @@ async def test_speaking_over_a_reply_still_playing_stops_it_at_what_was_heard(
     assistant = [m["content"] for m in fake_llm.requests[-1]["messages"]
                  if m["role"] == "assistant"]
     assert assistant[-1] == heard
+
+
+async def test_a_dead_dialogue_service_gets_an_apology_and_the_session_recovers(
+        stack: Stack, stack_factory: Any, fake_llm: FakeOpenAI) -> None:
+    llm = stack_factory(services=("llm",), llm_base_url=fake_llm.base_url,
+                        redis_url=stack.redis_url)
+    orchestrator = stack_factory(services=("orchestrator",), redis_url=stack.redis_url,
+                                 extra_env={"VOXMESH_ORCHESTRATOR_LLM_ADDR": llm.addr("llm"),
+                                            "VOXMESH_ORCHESTRATOR_STT_ADDR": stack.addr("stt"),
+                                            "VOXMESH_ORCHESTRATOR_TTS_ADDR": stack.addr("tts")})
+    async with session(orchestrator) as s:
+        turn_id = await speaking_story(s)
+        for proc in llm.procs:
+            proc.popen.kill()  # dies mid-reply, no goodbye
+            proc.popen.wait()
+        error = await s.wait_for("error", lambda e: e.code == "llm_unavailable")
+        done = await s.wait_for("response_done", lambda e: e.turn_id == turn_id)
+        llm.procs.clear()
+        llm.start()  # the same address: the session reconnects by itself
+        await wait_for_audit(stack, s.session_id, "llm.reconnected", timeout_s=30)
+        mark = len(s.events)
+        await s.send(input_text=pb.InputText(text="Can I come in on Monday?"))
+        second = await s.wait_for("response_done", lambda e: e.turn_id != turn_id)
+
+    text = "".join(e.response_text.delta for e in s.events
+                   if e.WhichOneof("event") == "response_text"
+                   and e.response_text.turn_id == turn_id)
+    assert "dialogue service lost" in error.message
+    assert done.status == "failed" and text.endswith(APOLOGY)
+    assert STORY.startswith(text[: -len(APOLOGY)].rstrip())  # the story so far, then sorry
+    apology_audio = [e for e in s.events[:mark] if e.WhichOneof("event") == "audio"
+                     and e.audio.turn_id == turn_id]
+    assert apology_audio, "the apology was not spoken"
+    assert second.status == "completed"
+    assert SHORT_ANSWER in "".join(e.response_text.delta for e in s.events[mark:]
+                                   if e.WhichOneof("event") == "response_text")
+
+
+async def test_a_session_resumes_on_another_orchestrator(
+        stack: Stack, stack_factory: Any, fake_llm: FakeOpenAI) -> None:
+    async with session(stack) as first:
+        await first.send(input_text=pb.InputText(text="My name is Ada Lovelace."))
+        await first.wait_for("response_done")
+    other = stack_factory(services=("orchestrator",), redis_url=stack.redis_url, extra_env={
+        "VOXMESH_ORCHESTRATOR_LLM_ADDR": stack.addr("llm"),
+        "VOXMESH_ORCHESTRATOR_STT_ADDR": stack.addr("stt"),
+        "VOXMESH_ORCHESTRATOR_TTS_ADDR": stack.addr("tts")})
+    async with session(other, session_id=first.session_id) as resumed:
+        await resumed.send(input_text=pb.InputText(text="Can I come in on Monday?"))
+        done = await resumed.wait_for("response_done")
+
+    started = resumed.of("started")[0]
+    assert started.session_id == first.session_id and started.is_resumed
+    assert done.status == "completed"
+    users = [m["content"] for m in fake_llm.requests[-1]["messages"] if m["role"] == "user"]
+    assert users[-2:] == ["My name is Ada Lovelace.", "Can I come in on Monday?"]
+    # Both orchestrators wrote one unbroken hash chain.
+    await wait_for_audit(stack, first.session_id, "session.end")
+    client = aioredis.Redis.from_url(stack.redis_url, decode_responses=True)
+    try:
+        report = await verify(client, first.session_id)
+    finally:
+        await client.aclose()
+    assert report.ok, report.problems
+    entries = audit_entries(stack, first.session_id)
+    assert [e["type"] for e in entries].count("session.start") == 2

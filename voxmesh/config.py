@@ -251,6 +251,9 @@ class OrchestratorSettings(GrpcServiceSettings):
     eager_turns: bool = Field(
         True, description="Start the reply on the user's words before the end of the turn is "
         "confirmed; commit it if the turn ends with the same words, else discard it unheard.")
+    llm_first_token_timeout_s: float = Field(
+        15.0, gt=0, description="A reply with no words after this long is given up: the "
+        "user hears an apology and may speak again.")
     barge_in_min_speech_ms: int = Field(
         1500, ge=0, description="Speech over the agent (input audio from its start, no "
         "pause) that interrupts it even without recognised words; otherwise it interrupts "

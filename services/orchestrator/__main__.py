@@ -25,7 +25,8 @@ async def main() -> None:
     def register(server: grpc.aio.Server) -> Sequence[str]:
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
             OrchestratorServicer(downstream, audit, TurnPolicy(
-                settings.eager_turns, settings.barge_in_min_speech_ms)), server)
+                settings.eager_turns, settings.barge_in_min_speech_ms,
+                settings.llm_first_token_timeout_s)), server)
         return [orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name]
 
     async def load() -> None:

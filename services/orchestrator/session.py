@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("voxmesh.orchestrator")
 
 OUTPUT_SAMPLE_RATES = (16000, 24000, 48000)
+APOLOGY = "Sorry, I lost my train of thought for a moment. Could you say that again?"
+"""Spoken when the dialogue service fails a turn, so the user is never left in silence."""
+RECONNECT_MAX_DELAY_S = 5.0
+"""Backoff ceiling while a downstream service is away."""
 PLAYBACK_SLACK_MS = 500.0
 """How long after its audio was all sent a reply may still be playing at the client
 (network and jitter buffer), when the client does not report playback."""
@@ -64,6 +68,11 @@ class TurnPolicy:
 
     eager_turns: bool = True
     barge_in_min_speech_ms: int = 1500
+    llm_first_token_timeout_s: float = 15.0
+
+
+class _NotReady(Exception):
+    """The dialogue service answered the config with something other than ready."""
 
 
 class Session:
@@ -104,6 +113,15 @@ class Session:
         interrupt it or only give feedback ("uh-huh")."""
         self.talked_over_since_ms = 0.0
         """Input audio offset where the speech over the reply started."""
+        self.closing = False
+        self.agent = ""
+        self.variables: dict[str, str] = {}
+        self.user_id = ""
+        self.llm_up = True
+        self.stt_up = True
+        self.stt_base_ms = 0.0
+        """Input audio already sent when the current STT stream opened (its offsets are
+        relative to that stream)."""
         self.notifications: list[dialogue_pb2.Notification] = []
         """Waiting for a safe moment: highest priority first, then in arrival order."""
 
@@ -186,38 +204,74 @@ class Session:
             raise self._abort(grpc.StatusCode.INVALID_ARGUMENT,
                               f"start.output_sample_rate_hertz: unsupported rate {self.output_rate}"
                               f" Hz (supported: {', '.join(map(str, OUTPUT_SAMPLE_RATES))})")
-        metadata = grpc_metadata_with_context()
-        llm_call = self.down.llm.Converse(metadata=metadata)
-        self.llm = StreamWriter(llm_call)
-        await self.llm.write(dialogue_pb2.ConverseRequest(config=dialogue_pb2.DialogueConfig(
-            session_id=self.session_id, agent=start.agent, variables=dict(start.variables),
-            user_id=start.user_id)))
+        self.agent, self.variables = start.agent, dict(start.variables)
+        self.user_id = start.user_id
         try:
-            ready_msg = await llm_call.read()
+            ready = await self._open_llm()
         except grpc.aio.AioRpcError as exc:
             raise self._abort(exc.code(), f"dialogue service: {exc.details()}") from exc
-        if ready_msg is grpc.aio.EOF or ready_msg.WhichOneof("event") != "ready":
-            raise self._abort(grpc.StatusCode.INTERNAL,
-                              "dialogue service did not confirm the agent")
-        ready = ready_msg.ready
-        self.voice, self.speed = ready.voice, ready.speed
-        stt_call = self.down.stt.StreamingRecognize(metadata=metadata)
-        self.stt = StreamWriter(stt_call)
+        except _NotReady as exc:
+            raise self._abort(grpc.StatusCode.INTERNAL, str(exc)) from exc
+        await self._open_stt()
+        self.send(started=pb.SessionStarted(session_id=self.session_id, agent=ready.agent,
+                                            is_resumed=resumed))
+        self.record("session.started", agent=ready.agent, voice=ready.voice, model=ready.model)
+        self.state.to(State.LISTENING)
+
+    async def _open_llm(self) -> dialogue_pb2.ConversationReady:
+        """Open the session's Converse stream; the service restores its history by id.
+
+        Raises:
+            grpc.aio.AioRpcError: the service refused or is unreachable.
+            _NotReady: it answered something other than ``ready``.
+        """
+        call = self.down.llm.Converse(metadata=grpc_metadata_with_context())
+        writer: StreamWriter[dialogue_pb2.ConverseRequest] = StreamWriter(call)
+        await writer.write(dialogue_pb2.ConverseRequest(config=dialogue_pb2.DialogueConfig(
+            session_id=self.session_id, agent=self.agent, variables=self.variables,
+            user_id=self.user_id)))
+        first = await call.read()
+        if first is grpc.aio.EOF or first.WhichOneof("event") != "ready":
+            call.cancel()
+            raise _NotReady("dialogue service did not confirm the agent")
+        self.llm = writer
+        self.agent = first.ready.agent  # a handoff restored from memory sticks
+        self.voice, self.speed = first.ready.voice, first.ready.speed
+        return first.ready
+
+    async def _open_stt(self) -> None:
+        """Open the session's recognition stream (offsets count from here)."""
+        self.stt_base_ms = self.audio_ms_in
+        self.stt = StreamWriter(self.down.stt.StreamingRecognize(
+            metadata=grpc_metadata_with_context()))
         await self.stt.write(stt_pb2.StreamingRecognizeRequest(config=stt_pb2.RecognitionConfig(
             audio_format=audio_pb2.AudioFormat(
                 encoding=audio_pb2.AUDIO_ENCODING_LINEAR16,
                 sample_rate_hertz=self.input_rate, channel_count=1),
             language_code="en", enable_partial_results=True, session_id=self.session_id)))
-        self.send(started=pb.SessionStarted(session_id=self.session_id, agent=ready.agent,
-                                            is_resumed=resumed))
-        self.record("session.started", agent=ready.agent, voice=ready.voice, model=ready.model)
-        self.state.to(State.LISTENING)
+
+    async def _reconnect(self, service: str, open_stream: Any) -> bool:
+        """Reopen a lost stream with exponential backoff; False when the session ended."""
+        delay, attempts = 0.2, 0
+        while not self.closing:
+            await asyncio.sleep(delay)
+            attempts += 1
+            try:
+                await asyncio.wait_for(open_stream(), timeout=5.0)
+            except (grpc.aio.AioRpcError, TimeoutError, _NotReady):
+                delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+                continue
+            self.record(f"{service}.reconnected", attempts=attempts)
+            log.info("%s stream reopened after %d attempt(s)", service, attempts)
+            return True
+        return False
 
     def _abort(self, code: grpc.StatusCode, message: str) -> SessionAbort:
         self.record("session.aborted", code=code.name, message=message)
         return SessionAbort(code, message)
 
     async def _close(self) -> None:
+        self.closing = True
         if self.eager is not None:
             await self._discard(self.eager, "session_end")
         if self.turn is not None and not self.turn.finished:
@@ -287,9 +341,9 @@ class Session:
         if self.talked_over is not None:
             await self._check_long_speech()
 
-    def _wall_ms_at(self, audio_offset_ms: float) -> float:
-        """When the audio at ``audio_offset_ms`` of the input reached us."""
-        i = bisect.bisect_left(self._arrival_audio_ms, audio_offset_ms)
+    def _wall_ms_at(self, stt_offset_ms: float) -> float:
+        """When the audio at ``stt_offset_ms`` of the current STT stream reached us."""
+        i = bisect.bisect_left(self._arrival_audio_ms, stt_offset_ms + self.stt_base_ms)
         if i >= len(self._arrival_wall_ms):
             return now_ms()
         return self._arrival_wall_ms[i]
@@ -304,15 +358,34 @@ class Session:
     # -- speech recognition ----------------------------------------------------------------
 
     async def _read_stt(self) -> None:
-        assert self.stt is not None
-        try:
-            async for event in self.stt.call:
-                await self._on_stt_event(event)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
+        while True:
+            assert self.stt is not None
+            code = grpc.StatusCode.UNAVAILABLE
+            try:
+                async for event in self.stt.call:
+                    await self._on_stt_event(event)
+                detail = "the recognition stream ended"
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    return
+                code, detail = exc.code(), f"{exc.code().name}: {exc.details()}"
+            if self.closing:
                 return
+            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                # The client's audio was refused (or the service is full): retrying the
+                # same stream cannot help; the client hears exactly why.
+                metrics.DOWNSTREAM_ERRORS.labels("stt").inc()
+                self._fatal(code, f"speech recognition failed: {detail}")
+                return
+            # What was being said is lost; the session listens again once STT is back.
             metrics.DOWNSTREAM_ERRORS.labels("stt").inc()
-            self._fatal(exc.code(), f"speech recognition failed: {exc.details()}")
+            self.stt_up = False
+            self.pending_user_text.clear()
+            self.partial_text, self.partial_stable, self.user_speaking = "", False, False
+            self.error("stt_unavailable", f"speech recognition lost ({detail}); reconnecting")
+            if not await self._reconnect("stt", self._open_stt):
+                return
+            self.stt_up = True
 
     async def _on_stt_event(self, event: stt_pb2.StreamingRecognizeResponse) -> None:
         kind = event.WhichOneof("event")
@@ -326,7 +399,8 @@ class Session:
                 await self._discard(self.eager, "speech_resumed")
             audible = self._audible_turn()
             if audible is not None:
-                await self._on_speech_over(audible, event.speech_started.offset_ms)
+                await self._on_speech_over(audible,
+                                           event.speech_started.offset_ms + self.stt_base_ms)
         elif kind == "speech_stopped":
             offset = event.speech_stopped.offset_ms
             self.speech_end_ms = self._wall_ms_at(offset)
@@ -446,7 +520,8 @@ class Session:
     async def _maybe_start_eager(self, parts: list[str]) -> None:
         """Start replying to ``parts`` now, unconfirmed, unless a reply is under way."""
         text = " ".join(p for p in parts if p)
-        if (not self.policy.eager_turns or not text or self.talked_over is not None
+        if (not self.policy.eager_turns or not text or not self.llm_up
+                or self.talked_over is not None
                 or (self.turn is not None and not self.turn.finished)):
             return
         if self.eager is not None:
@@ -567,6 +642,11 @@ class Session:
         await self.llm.write(dialogue_pb2.ConverseRequest(user_turn=dialogue_pb2.UserTurn(
             turn_id=turn_id, text=text, trace_context=carrier, speculative=speculative)))
         turn.llm_sent_ms = now_ms()
+        if not self.llm_up and not speculative:  # reconnecting: say so rather than wait
+            self._turn_error(turn, "llm_unavailable", "the dialogue service is unavailable")
+            await self._apologise(turn)
+            return turn
+        self._spawn(self._first_token_deadline(turn), "llm-deadline")
         if turn.cancelled:  # interrupted while being sent: that cancel may have gone first
             await self.llm.write(dialogue_pb2.ConverseRequest(cancel=dialogue_pb2.CancelTurn(
                 turn_id=turn_id, discard=speculative)))
@@ -683,17 +763,55 @@ class Session:
     # -- dialogue --------------------------------------------------------------------------
 
     async def _read_llm(self) -> None:
-        assert self.llm is not None
-        try:
-            # read() rather than async-for: _start already read `ready` from this call,
-            # and grpc.aio does not allow mixing the two.
-            while (event := await self.llm.call.read()) is not grpc.aio.EOF:
-                await self._on_llm_event(event)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED:
+        while True:
+            assert self.llm is not None
+            try:
+                # read() rather than async-for: _open_llm already read `ready` from this
+                # call, and grpc.aio does not allow mixing the two.
+                while (event := await self.llm.call.read()) is not grpc.aio.EOF:
+                    await self._on_llm_event(event)
+                detail = "the dialogue stream ended"
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    return
+                detail = f"{exc.code().name}: {exc.details()}"
+            if self.closing:
                 return
             metrics.DOWNSTREAM_ERRORS.labels("llm").inc()
-            self._fatal(exc.code(), f"dialogue service failed: {exc.details()}")
+            self.llm_up = False
+            self.error("llm_unavailable", f"dialogue service lost ({detail}); reconnecting")
+            if self.eager is not None:
+                await self._discard(self.eager, "llm_lost")
+            if self.turn is not None and not self.turn.finished and not self.turn.llm_done:
+                await self._apologise(self.turn)
+            if not await self._reconnect("llm", self._open_llm):
+                return
+            self.llm_up = True
+
+    async def _apologise(self, turn: Turn) -> None:
+        """End a reply the dialogue service cannot finish with a spoken apology."""
+        turn.llm_done = turn.apologised = True
+        text = (" " if turn.reply_parts else "") + APOLOGY
+        turn.reply_parts.append(text)
+        self._emit(turn, response_text=pb.ResponseText(turn_id=turn.turn_id, delta=text))
+        self.record("turn.apology", turn.turn_id, text=APOLOGY)
+        if turn.tts is not None:
+            await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(text=text))
+            await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(
+                end_of_input=audio_pb2.EndOfInput()))
+
+    async def _first_token_deadline(self, turn: Turn) -> None:
+        """A reply whose first words do not come in time is given up, with an apology."""
+        await asyncio.sleep(self.policy.llm_first_token_timeout_s)
+        if turn.finished or turn.llm_done or turn.first_delta_ms is not None:
+            return
+        metrics.DOWNSTREAM_ERRORS.labels("llm").inc()
+        self._turn_error(turn, "llm_timeout", "the dialogue service did not answer within "
+                         f"{self.policy.llm_first_token_timeout_s:g} s")
+        assert self.llm is not None
+        await self.llm.write(dialogue_pb2.ConverseRequest(
+            cancel=dialogue_pb2.CancelTurn(turn_id=turn.turn_id)))
+        await self._apologise(turn)
 
     async def _on_llm_event(self, event: dialogue_pb2.ConverseResponse) -> None:
         kind = event.WhichOneof("event")
@@ -728,6 +846,7 @@ class Session:
             else:
                 self.send(agent_changed=changed)
             self.voice, self.speed = handoff.voice, handoff.speed
+            self.agent = handoff.to_agent
             self.record("handoff", handoff.turn_id, component="llm",
                         from_agent=handoff.from_agent, to_agent=handoff.to_agent,
                         voice=handoff.voice, reason=handoff.reason)
@@ -803,7 +922,8 @@ class Session:
             return
         if turn.tts_span is not None:
             turn.tts_span.set_attribute("voxmesh.engine", engine)
-        status = "completed" if turn.samples_sent and turn.reply_text else "failed"
+        status = ("completed" if turn.samples_sent and turn.reply_text and not turn.apologised
+                  else "failed")
         self._end_turn(turn, status, turn.reply_text)
 
     def _turn_error(self, turn: Turn, code: str, message: str) -> None:

@@ -39,6 +39,8 @@ class Turn:
     played_ms: int | None = None
     playback_done: bool = False
     llm_done: bool = False
+    apologised: bool = False
+    """The dialogue service failed the turn; an apology was spoken in its place."""
     tts_failed: bool = False
     cancelled: bool = False
     finished: bool = False

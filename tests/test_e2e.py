@@ -163,7 +163,8 @@ async def test_spoken_question_gets_a_spoken_answer(stack: Stack, traces_dir: Pa
     assert word_error_rate(ANSWER, await recognize(stack, audio, 24000)) <= 0.25
 
     latency = next(e for e in received.of_type("latency") if e["turn_id"] == turn_id)
-    assert latency["total_ms"] > 0 and latency["llm_ms"] >= 100  # the fake's first-token delay
+    # An eager turn's LLM stage counts from its commit, so it may beat the fake's 100 ms.
+    assert latency["total_ms"] > 0 and latency["llm_ms"] >= 0
     assert latency["stt_ms"] > 0 and latency["tts_ms"] >= 0
     first_audio_at = received.audio[0][0]
     assert first_audio_at > last_frame_at - 1.3  # reply audio came after the user spoke
@@ -193,6 +194,12 @@ async def test_spoken_question_gets_a_spoken_answer(stack: Stack, traces_dir: Pa
     assert spans["tts"]["tts.stream"]["context"]["trace_id"] == trace_id
     llm_stage = spans["orchestrator"]["llm"]["context"]["span_id"]
     assert spans["llm"]["llm.turn"]["parent_id"] == llm_stage
+    # Trace and audit log point at each other: the turn's entries carry its trace id.
+    assert turn_span["attributes"]["voxmesh.audit_stream"] == f"voxmesh:session:{session_id}"
+    turn_entries = [e for e in entries if e["turn_id"] == turn_id and e["type"] in (
+        "turn.start", "llm.done", "latency", "response.done")]
+    assert len(turn_entries) == 4
+    assert {e["correlation_id"] for e in turn_entries} == {trace_id.removeprefix("0x")}
 
 
 async def wait_for_spans(traces_dir: Path, turn_id: str,

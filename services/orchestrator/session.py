@@ -23,7 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from services.orchestrator import metrics
-from services.orchestrator.audit import AuditLog
+from services.orchestrator.audit import AuditLog, stream_key
 from services.orchestrator.downstream import Downstream, StreamWriter
 from services.orchestrator.heard import SpokenSegment
 from services.orchestrator.speech import is_backchannel, same_words
@@ -133,8 +133,17 @@ class Session:
 
     def record(self, type: str, turn_id: str = "", component: str = "orchestrator",
                **data: Any) -> None:
-        """Append an event to this session's audit log (never blocks)."""
-        self.audit.emit(self.session_id, type, component=component, turn_id=turn_id, **data)
+        """Append an event to this session's audit log (never blocks).
+
+        Events of a turn carry its trace id as correlation id, and the turn's spans name
+        the audit stream: from a trace to its audit entries and back.
+        """
+        turn = self.turns.get(turn_id) if turn_id else None
+        correlation = ""
+        if turn is not None:
+            correlation = format(turn.span.get_span_context().trace_id, "032x")
+        self.audit.emit(self.session_id, type, component=component, turn_id=turn_id,
+                        correlation_id=correlation, **data)
 
     def error(self, code: str, message: str, turn_id: str = "") -> None:
         """Tell the client about a non-fatal problem and keep it in the audit log."""
@@ -607,7 +616,9 @@ class Session:
         span = tracer.start_span("turn", context=otel_context.Context(),
                                  attributes={"voxmesh.session_id": self.session_id,
                                              "voxmesh.turn_id": turn_id,
-                                             "voxmesh.eager": speculative})
+                                             "voxmesh.eager": speculative,
+                                             "voxmesh.audit_stream": stream_key(
+                                                 self.session_id)})
         turn = Turn(turn_id, text, self.output_rate, span, speech_end_ms=speech_end_ms,
                     stt_ms=stt_ms, speculative=speculative)
         if speech_end_ms is not None and not speculative:

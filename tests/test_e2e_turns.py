@@ -272,3 +272,29 @@ async def test_a_session_resumes_on_another_orchestrator(
     assert report.ok, report.problems
     entries = audit_entries(stack, first.session_id)
     assert [e["type"] for e in entries].count("session.start") == 2
+
+
+async def test_a_dead_recognizer_is_reported_and_the_next_question_is_heard(
+        stack: Stack, stack_factory: Any) -> None:
+    stt = stack_factory(services=("stt",))
+    orchestrator = stack_factory(services=("orchestrator",), redis_url=stack.redis_url,
+                                 extra_env={"VOXMESH_ORCHESTRATOR_STT_ADDR": stt.addr("stt"),
+                                            "VOXMESH_ORCHESTRATOR_LLM_ADDR": stack.addr("llm"),
+                                            "VOXMESH_ORCHESTRATOR_TTS_ADDR": stack.addr("tts")})
+    question = speak("Can I come in on Monday?", 16000, tail_silence_ms=1500)
+    async with session(orchestrator) as s:
+        await s.stream(question[: len(question) // 3])
+        for proc in stt.procs:
+            proc.popen.kill()
+            proc.popen.wait()
+        error = await s.wait_for("error", lambda e: e.code == "stt_unavailable")
+        stt.procs.clear()
+        stt.start()
+        await wait_for_audit(stack, s.session_id, "stt.reconnected", timeout_s=30)
+        await s.stream(question)
+        done = await s.wait_for("response_done")
+
+    assert "speech recognition lost" in error.message
+    assert done.status == "completed"
+    finals = [t.text for t in s.of("transcript") if t.is_final and t.role == pb.ROLE_USER]
+    assert finals and "monday" in finals[-1].lower()

@@ -398,3 +398,26 @@ async def test_escalation_outcome_is_spoken_at_the_next_safe_moment(stack: Stack
     tool = next(e for e in entries if e["type"] == "tool"
                 and e["data"]["phase"] == "TOOL_PHASE_COMPLETED")
     assert tool["data"]["name"] == "escalate_to_human"
+
+
+async def test_a_client_resumes_its_session_through_another_gateway(
+        stack: Stack, stack_factory: Any, fake_llm: FakeOpenAI) -> None:
+    """Gateways hold no session state: after its gateway goes away, a client reconnects
+    anywhere with its session id and the conversation goes on."""
+    async with RealtimeClient(ws_url(stack), api_key=stack.api_key) as client:
+        started = await client.start()
+        await client.send("input_text", text="My name is Ada Lovelace.")
+        await client.wait_for(lambda e: e["type"] == "response.done", 30)
+    other = stack_factory(services=("gateway",), extra_env={
+        "VOXMESH_GATEWAY_ORCHESTRATOR_ADDR": stack.addr("orchestrator")})
+    url = f"ws://{other.host}:{other.ports.gateway}/v1/realtime"
+    async with RealtimeClient(url, api_key=other.api_key) as client:
+        resumed = await client.start(session_id=started["session_id"])
+        await client.send("input_text", text="When does service open on Saturday?")
+        done = await client.wait_for(lambda e: e["type"] == "response.done", 30)
+
+    assert resumed["type"] == "session.started", resumed
+    assert resumed["session_id"] == started["session_id"] and resumed["resumed"] is True
+    assert done["status"] == "completed"
+    users = [m["content"] for m in fake_llm.requests[-1]["messages"] if m["role"] == "user"]
+    assert users[-2:] == ["My name is Ada Lovelace.", "When does service open on Saturday?"]

@@ -118,7 +118,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             max_frame_bytes=settings.max_frame_bytes,
             max_messages_per_s=settings.max_messages_per_s, message_burst=settings.message_burst,
             audio_rate_margin=settings.audio_rate_margin, audio_burst_s=settings.audio_burst_s,
-            start_timeout_s=settings.start_timeout_s, send_queue_bytes=settings.send_queue_bytes,
+            start_timeout_s=settings.start_timeout_s, idle_timeout_s=settings.idle_timeout_s,
+            send_queue_bytes=settings.send_queue_bytes,
             close_grace_s=settings.ping_timeout_s, user_id=claims.user_id)
         with gatekeeper.hold(ws, claims), key_rates.hold(claims.subject) as key_frames:
             relay = Relay(ws, app.state.stub, limits, key_frames)

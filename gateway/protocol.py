@@ -62,7 +62,8 @@ class CloseCode:
     FORBIDDEN_ORIGIN = 4403
     """The page's ``Origin`` is not in ``allowed_origins``."""
     START_TIMEOUT = 4408
-    """No ``session.start`` within ``start_timeout_s``."""
+    """No ``session.start`` within ``start_timeout_s``, or no frame at all from a started
+    session within ``idle_timeout_s`` (the reason says which)."""
     SLOW_CLIENT = 4413
     """The client read too slowly: more than ``send_queue_bytes`` waited for it."""
     TOO_MANY_CONNECTIONS = 4429

@@ -73,6 +73,8 @@ class Limits:
     audio_rate_margin: float = 1.5
     audio_burst_s: float = 2.0
     start_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0
+    """A started session that sends no frame at all (audio, message or ping) this long ends."""
     send_queue_bytes: int = 1024 * 1024
     close_grace_s: float = 20.0
     """How long a closing connection may take to read what is left before it is aborted."""
@@ -213,10 +215,18 @@ class Relay:
             await call.write(start.to_request(self.limits.user_id))
             while True:
                 try:
-                    request = await self._next_request()
+                    async with asyncio.timeout(self.limits.idle_timeout_s):
+                        request = await self._next_request()
                 except ProtocolError as err:
                     self._send_error(err)
                     continue
+                except TimeoutError:
+                    log.info("idle session closed", extra={"code": "idle_timeout"})
+                    self._close(CloseCode.START_TIMEOUT,
+                                f"idle: no frame within {self.limits.idle_timeout_s:g} s")
+                    await call.write(pb.SessionRequest(end=pb.EndSession()))
+                    await call.done_writing()
+                    return
                 if request is None:
                     continue
                 await call.write(request)

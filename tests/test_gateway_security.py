@@ -62,7 +62,7 @@ def strict(stack_factory: StackFactory, scripted: tuple[str, ScriptedOrchestrato
         stack_factory, scripted[0], allowed_origins="self,https://app.example.com",
         max_frame_bytes="4096", max_messages_per_s="20", message_burst="20",
         audio_rate_margin="1.0", audio_burst_s="1.0", start_timeout_s="1.5",
-        ping_interval_s="0.5", ping_timeout_s="0.5")
+        idle_timeout_s="2", ping_interval_s="0.5", ping_timeout_s="0.5")
 
 
 async def closed_with(ws: ClientConnection, timeout_s: float = 10.0) -> tuple[int, str]:
@@ -270,6 +270,22 @@ async def test_a_connection_that_never_starts_is_closed(strict: Stack) -> None:
             await asyncio.sleep(0.3)
         code, reason = await closed_with(ws)
     assert code == 4408 and reason == "no session.start within 1.5 s"
+
+
+async def test_an_idle_session_is_ended_and_a_busy_one_is_not(
+        strict: Stack, servicer: ScriptedOrchestrator) -> None:
+    async with connect(await realtime_url(strict)) as idle, \
+            connect(await realtime_url(strict)) as busy:
+        idle_session = servicer.sessions[(await start_session(idle))["session_id"]]
+        await start_session(busy)
+        for _ in range(6):  # 3 s: past the idle limit, a frame every half second
+            await assert_alive(busy)
+            await asyncio.sleep(0.5)
+        code, reason = await closed_with(idle)
+        await asyncio.wait_for(idle_session.ended.wait(), 10)
+        await hello_turn(busy)
+    assert (code, reason) == (4408, "idle: no frame within 2 s")
+    assert idle_session.outcome == "ended"  # told to end, not cut off
 
 
 async def test_heartbeat_closes_a_dead_peer_and_spares_a_live_one(

@@ -297,6 +297,9 @@ class GatewaySettings(BaseSettings):
         1.5, ge=1.0, description="Audio may arrive this many times faster than real time.")
     audio_burst_s: float = Field(2.0, gt=0, description="Seconds of audio allowed at once.")
     start_timeout_s: float = Field(10.0, gt=0, description="Time to send session.start.")
+    idle_timeout_s: float = Field(
+        300.0, gt=0, description="A started session that sends no frame at all (audio, "
+        "message or ping) this long is ended and closed with 4408.")
     ping_interval_s: float = Field(20.0, gt=0, description="WebSocket ping every this often.")
     ping_timeout_s: float = Field(20.0, gt=0, description="Close a peer silent this long.")
     key_messages_per_s: float = Field(

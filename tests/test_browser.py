@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,16 @@ async def test_speak_see_hear_and_interrupt_in_chromium(
             overflow = await page.evaluate(
                 "document.documentElement.scrollWidth > document.documentElement.clientWidth")
             assert not overflow, "the page scrolls sideways on a phone"
+
+            # The gateway restarts under the page: it reconnects and resumes its session.
+            session_id = await page.get_attribute("#app", "data-session-id")
+            assert session_id
+            await asyncio.to_thread(stack.restart, "gateway")
+            await expect(page.locator("#app")).to_have_attribute(
+                "data-reconnects", re.compile(r"^[1-9]\d*$"), timeout=30_000)
+            await expect(page.locator("#state")).to_have_text("listening", ignore_case=True,
+                                                              timeout=30_000)
+            assert await page.get_attribute("#app", "data-session-id") == session_id
         finally:
             await browser.close()
 

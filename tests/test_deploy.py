@@ -47,6 +47,12 @@ GRPC_SETTINGS: dict[str, type[config.GrpcServiceSettings]] = {
 }
 VOXMESH_SERVICES = (*GRPC_SETTINGS, "gateway")
 TARGETS = (*VOXMESH_SERVICES, "llm-server")
+#: Observability containers of docker-compose.yml and their images (tags pinned).
+OBSERVABILITY = {
+    "prometheus": "prom/prometheus", "grafana": "grafana/grafana",
+    "otel-collector": "otel/opentelemetry-collector-contrib",
+    "jaeger": "jaegertracing/all-in-one",
+}
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
     config.CommonSettings, config.GatewaySettings, *GRPC_SETTINGS.values(),
 )
@@ -233,7 +239,9 @@ def test_each_target_installs_only_its_extra(stages: dict[str, Stage]) -> None:
         assert copies == [f"--from=build-{target} /opt/venv /opt/venv"], (target, copies)
         installs = " ".join(stages[f"build-{target}"].all("RUN"))
         extras = [w for w in shlex.split(installs) if w.startswith(".[")]
-        assert extras == [f".[{target}]"], f"build-{target} installs {extras}"
+        # gRPC services export spans (compose sets VOXMESH_TRACES=otlp); the gateway does not.
+        wanted = f".[{target},otlp]" if target in GRPC_SETTINGS else f".[{target}]"
+        assert extras == [wanted], f"build-{target} installs {extras}"
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
     names = {
@@ -327,13 +335,16 @@ def test_compose_services_build_their_targets(
 ) -> None:
     """Every VoxMesh service builds its own Dockerfile target; Redis is the official image."""
     services = compose["services"]
-    assert set(services) == {*TARGETS, "redis"}
+    assert set(services) == {*TARGETS, "redis", *OBSERVABILITY}
     for name in TARGETS:
         build = services[name]["build"]
         assert (Path(build["context"]) / build["dockerfile"]).resolve() == DOCKERFILE
         assert build["target"] == name and name in stages
         assert services[name]["image"].startswith(f"voxmesh/{name}:")
     assert services["redis"]["image"].startswith("redis:7")
+    for name, image in OBSERVABILITY.items():
+        repository, _, tag = services[name]["image"].partition(":")
+        assert repository == image and tag and tag != "latest", f"{name}: pin the image tag"
 
 
 def test_compose_waits_for_healthy_dependencies(
@@ -386,6 +397,56 @@ def test_compose_env_names_exist_in_settings(compose: dict[str, Any]) -> None:
         if key.endswith(("_ADDR", "_URL")):
             host, port = host_port(value)
             assert host in services and ports[host] == port, f"{key}={value}"
+
+
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """A compose service's bind mounts: container path -> host path (which must exist)."""
+    binds = {v["target"]: Path(v["source"]) for v in service.get("volumes", [])
+             if v["type"] == "bind"}
+    for target, source in binds.items():
+        assert source.exists(), f"{source} (mounted at {target}) does not exist"
+        assert source.resolve().is_relative_to(ROOT / "deploy"), source
+    return binds
+
+
+def test_compose_wires_metrics_and_traces(compose: dict[str, Any]) -> None:
+    """Spans flow services -> collector -> Jaeger, Prometheus and Grafana load our files."""
+    services = compose["services"]
+    collector_conf = mounts(services["otel-collector"])["/etc/otelcol/collector.yaml"]
+    assert "--config=/etc/otelcol/collector.yaml" in services["otel-collector"]["command"]
+    collector = yaml.safe_load(collector_conf.read_text())
+    grpc_receiver = collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    for name in GRPC_SETTINGS:
+        env = services[name]["environment"]
+        assert env["VOXMESH_TRACES"] == "otlp", name
+        host, port = host_port(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+        assert host == "otel-collector" and grpc_receiver.endswith(f":{port}"), name
+    pipeline = collector["service"]["pipelines"]["traces"]
+    assert set(pipeline["receivers"]) <= set(collector["receivers"])
+    assert set(pipeline["processors"]) <= set(collector["processors"])
+    assert set(pipeline["exporters"]) <= set(collector["exporters"])
+    for exporter in pipeline["exporters"]:
+        host, port = host_port(collector["exporters"][exporter]["endpoint"])
+        assert host in services and port == 4317, f"{exporter}: {host}:{port}"
+    assert services["jaeger"]["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+
+    prometheus = mounts(services["prometheus"])["/etc/prometheus"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    assert (prometheus / "prometheus.yml").exists() and (prometheus / "alerts.yml").exists()
+
+    grafana = mounts(services["grafana"])
+    provisioning = grafana["/etc/grafana/provisioning"]
+    (source,) = [d for d in yaml.safe_load(
+        (provisioning / "datasources" / "prometheus.yaml").read_text())["datasources"]
+        if d["type"] == "prometheus"]
+    host, port = host_port(source["url"])
+    assert host == "prometheus" and port == 9090
+    (provider,) = yaml.safe_load(
+        (provisioning / "dashboards" / "voxmesh.yaml").read_text())["providers"]
+    dashboards = grafana[provider["options"]["path"]]
+    assert (dashboards / "voxmesh.json").exists()
+    assert source["uid"] == json.loads((dashboards / "voxmesh.json").read_text())[
+        "templating"]["list"][0]["current"]["value"], "dashboard's default datasource uid"
 
 
 # -- Kubernetes -------------------------------------------------------------------------------

@@ -222,13 +222,12 @@ async def test_a_dead_dialogue_service_gets_an_apology_and_the_session_recovers(
                                             "VOXMESH_ORCHESTRATOR_TTS_ADDR": stack.addr("tts")})
     async with session(orchestrator) as s:
         turn_id = await speaking_story(s)
-        for proc in llm.procs:
-            proc.popen.kill()  # dies mid-reply, no goodbye
-            proc.popen.wait()
+        # Dies mid-reply, no goodbye, and comes back on the same address; the session
+        # reconnects by itself.
+        restart = asyncio.create_task(asyncio.to_thread(llm.restart, "llm", kill=True))
         error = await s.wait_for("error", lambda e: e.code == "llm_unavailable")
         done = await s.wait_for("response_done", lambda e: e.turn_id == turn_id)
-        llm.procs.clear()
-        llm.start()  # the same address: the session reconnects by itself
+        await restart
         await wait_for_audit(stack, s.session_id, "llm.reconnected", timeout_s=30)
         mark = len(s.events)
         await s.send(input_text=pb.InputText(text="Can I come in on Monday?"))
@@ -288,12 +287,9 @@ async def test_a_dead_recognizer_is_reported_and_the_next_question_is_heard(
     question = speak("Can I come in on Monday?", 16000, tail_silence_ms=1500)
     async with session(orchestrator) as s:
         await s.stream(question[: len(question) // 3])
-        for proc in stt.procs:
-            proc.popen.kill()
-            proc.popen.wait()
+        restart = asyncio.create_task(asyncio.to_thread(stt.restart, "stt", kill=True))
         error = await s.wait_for("error", lambda e: e.code == "stt_unavailable")
-        stt.procs.clear()
-        stt.start()
+        await restart
         await wait_for_audit(stack, s.session_id, "stt.reconnected", timeout_s=30)
         await s.stream(question)
         done = await s.wait_for("response_done")

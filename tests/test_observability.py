@@ -11,6 +11,7 @@ without it the promtool tests skip, saying so.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import re
@@ -19,10 +20,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import StackFactory
 from tests.fake_openai import FakeOpenAI
 from voxmesh.launcher import Stack, free_port
+from voxmesh.v1 import dialogue_pb2, dialogue_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
@@ -150,6 +154,66 @@ def test_voxmesh_metrics_have_bounded_labels(scrapes: dict[str, str]) -> None:
             assert family.documentation, f"{family.name} has no HELP"
             for sample in family.samples:
                 assert not {"session", "session_id"} & set(sample.labels), sample
+
+
+def scrape(url: str) -> str:
+    """One ``/metrics`` text."""
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text: str = reply.read().decode()
+    return text
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Values of one sample name in Prometheus text, by sorted label pairs."""
+    return {tuple(sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name}
+
+
+async def converse_once(addr: str, text: str) -> tuple[str, str]:
+    """One user turn on a fresh Converse stream; returns (agent, reply text)."""
+    async with grpc.aio.insecure_channel(addr) as channel:
+        call = dialogue_pb2_grpc.DialogueStub(channel).Converse()
+        try:
+            await call.write(dialogue_pb2.ConverseRequest(config=dialogue_pb2.DialogueConfig(
+                session_id=f"observability-{uuid.uuid4().hex}")))
+            await call.write(dialogue_pb2.ConverseRequest(
+                user_turn=dialogue_pb2.UserTurn(turn_id="t1", text=text)))
+            agent = ""
+            while True:
+                event = await asyncio.wait_for(call.read(), 30)
+                assert event is not grpc.aio.EOF, "the stream ended before done"
+                if event.WhichOneof("event") == "ready":
+                    agent = event.ready.agent
+                elif event.WhichOneof("event") == "done":
+                    assert event.done.status == dialogue_pb2.TURN_STATUS_COMPLETED, event
+                    return agent, event.done.text
+        finally:
+            call.cancel()
+
+
+async def test_llm_counts_tokens_and_turns_by_agent(stack: Stack, fake_llm: FakeOpenAI) -> None:
+    """A turn adds its streamed chunks and its outcome under the agent that answered.
+
+    The scripted upstream sends no usage chunk, so the reply is counted honestly as
+    completion_chunks (one per word it streams), and no prompt tokens are invented.
+    """
+    url = metrics_url(stack, "llm")
+    before = await asyncio.to_thread(scrape, url)
+    agent, reply = await converse_once(stack.addr("llm"), "When do you open?")
+    assert reply == fake_llm.reply and agent
+    after = await asyncio.to_thread(scrape, url)
+
+    def delta(name: str, **labels: str) -> float:
+        key = tuple(sorted(labels.items()))
+        return samples(after, name).get(key, 0.0) - samples(before, name).get(key, 0.0)
+
+    assert fake_llm.requests[-1]["stream_options"] == {"include_usage": True}
+    words = len(str(fake_llm.reply).split(" "))
+    assert delta("voxmesh_llm_tokens_total", agent=agent, kind="completion_chunks") == words
+    assert delta("voxmesh_llm_tokens_total", agent=agent, kind="prompt") == 0
+    assert delta("voxmesh_llm_turns_by_agent_total", agent=agent, status="completed") == 1
+    assert delta("voxmesh_llm_turns_total", status="completed") == 1
 
 
 # -- Prometheus configuration and alerts -------------------------------------------------------

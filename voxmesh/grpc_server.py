@@ -54,7 +54,12 @@ async def serve(
     tracer_provider = setup_tracing(name, common.traces)
     start_metrics_server(common.host, settings.metrics_port)
 
-    server = grpc.aio.server(options=server_options(settings.max_message_bytes))
+    server = grpc.aio.server(options=[
+        *server_options(settings.max_message_bytes),
+        # GOAWAY after 5 minutes: clients re-resolve DNS and spread new calls over replicas
+        # an autoscaler added. Streams already open go on (the grace period is unlimited).
+        ("grpc.max_connection_age_ms", 300_000),
+    ])
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from openai.types import CompletionUsage
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 
@@ -59,3 +64,36 @@ NOTIFICATIONS = Counter(
     "Proactive notifications, by event (published, delivered).",
     ["event"],
 )
+TOKENS = Counter(
+    "voxmesh_llm_tokens_total",
+    "Tokens of streamed replies by agent: prompt and completion as the upstream reports "
+    "them (usage), else completion_chunks, the streamed content chunks (not tokens).",
+    ["agent", "kind"],
+)
+TURNS_BY_AGENT = Counter(
+    "voxmesh_llm_turns_by_agent_total",
+    "User turns answered, by the agent that answered and how they ended.",
+    ["agent", "status"],
+)
+
+
+def count_turn(agent: str, status: str) -> None:
+    """Count one finished user turn, overall and for ``agent``."""
+    TURNS.labels(status).inc()
+    TURNS_BY_AGENT.labels(agent, status).inc()
+
+
+def count_tokens(agent: str, usage: CompletionUsage | None, content_chunks: int) -> None:
+    """Count one streamed reply's tokens for ``agent``.
+
+    Args:
+        agent: Name of the agent the reply was generated for (bounded by the agent files).
+        usage: The upstream's usage report, when its stream sent one.
+        content_chunks: Non-empty content chunks streamed; counted only without ``usage``
+            (a stream cut short, or an endpoint that ignores ``stream_options``).
+    """
+    if usage is not None:
+        TOKENS.labels(agent, "prompt").inc(usage.prompt_tokens)
+        TOKENS.labels(agent, "completion").inc(usage.completion_tokens)
+    elif content_chunks:
+        TOKENS.labels(agent, "completion_chunks").inc(content_chunks)

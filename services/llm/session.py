@@ -249,7 +249,7 @@ class DialogueSession:
             # A malformed turn is refused without touching the reply in progress.
             self._send_done(turn.turn_id, pb.TURN_STATUS_FAILED, "",
                             error=f"user_turn.{field_name} is empty")
-            metrics.TURNS.labels("failed").inc()
+            metrics.count_turn(self.agent.name, "failed")
             return
         await self._cancel_current()  # one generation at a time per session
         self.history.add_user(turn.turn_id, turn.text)
@@ -320,7 +320,7 @@ class DialogueSession:
                 pass  # cancelled again meanwhile: the save goes on; done must still go out
             self._send_done(gen.turn_id, status, text, error, gen.first_token_ms)
             label = _STATUS_LABEL[status]
-            metrics.TURNS.labels(label).inc()
+            metrics.count_turn(self.agent.name, label)
             metrics.TURN.observe(time.perf_counter() - gen.received_s)
             span.set_attribute("voxmesh.first_token_ms", gen.first_token_ms)
             span.set_attribute("voxmesh.status", label)
@@ -450,10 +450,14 @@ class DialogueSession:
         """Stream the reply, running the tool calls it asks for; returns an error or ""."""
         schemas = self.tools.schemas() if self.tools else None
         steps = 0
+        agent = self.agent.name  # a handoff during the reply must not relabel its tokens
         while True:
             async with self.upstream.reply(messages, schemas) as stream:
-                async for piece in stream:
-                    self._emit_text(gen, piece)
+                try:
+                    async for piece in stream:
+                        self._emit_text(gen, piece)
+                finally:  # also when cancelled: the tokens were spent
+                    metrics.count_tokens(agent, stream.usage, stream.content_chunks)
             calls = stream.tool_calls
             if not calls or self.tools is None:
                 return ""

@@ -19,6 +19,7 @@ from typing import Any, cast
 import httpx2
 import openai
 from openai import AsyncOpenAI, AsyncStream
+from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from voxmesh.config import LlmSettings
@@ -210,6 +211,8 @@ class Upstream:
                 model=self.settings.model,
                 messages=cast("list[ChatCompletionMessageParam]", messages),
                 stream=True,
+                # Asks for a last chunk with token usage; endpoints without it ignore this.
+                stream_options={"include_usage": True},
                 max_tokens=self.settings.max_tokens,
                 temperature=self.settings.temperature,
                 **extra,
@@ -242,7 +245,7 @@ class ToolCall:
 
 @dataclass
 class ReplyStream:
-    """Text pieces of a streamed reply; its tool calls once iterated to the end.
+    """Text pieces of a streamed reply; its tool calls and usage once iterated to the end.
 
     OpenAI streams a tool call as fragments keyed by ``index``: the first carries
     the id and the function name, the following ones pieces of the JSON arguments.
@@ -252,6 +255,8 @@ class ReplyStream:
     timeout_s: float
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str | None = None
+    usage: CompletionUsage | None = None
+    content_chunks: int = 0
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._pieces()
@@ -260,6 +265,8 @@ class ReplyStream:
         calls: dict[int, ToolCall] = {}
         try:
             async for chunk in self.stream:
+                if chunk.usage is not None:  # the last chunk, with include_usage
+                    self.usage = chunk.usage
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
@@ -272,6 +279,7 @@ class ReplyStream:
                         call.name += frag.function.name or ""
                         call.arguments += frag.function.arguments or ""
                 if choice.delta.content:
+                    self.content_chunks += 1
                     yield choice.delta.content
         except openai.APIError as exc:
             raise describe_error(exc, self.timeout_s) from exc

@@ -26,7 +26,8 @@ class Downstream:
     @classmethod
     def connect(cls, stt_addr: str, llm_addr: str, tts_addr: str) -> Downstream:
         """Open (lazily connecting) channels to the three services."""
-        opts = server_options(4 * 1024 * 1024)
+        # round_robin: a dns:/// address of a headless Service spreads streams over its pods.
+        opts = [*server_options(4 * 1024 * 1024), ("grpc.lb_policy_name", "round_robin")]
         stt_ch, llm_ch, tts_ch = (
             grpc.aio.insecure_channel(addr, options=opts) for addr in (stt_addr, llm_addr, tts_addr)
         )

@@ -512,13 +512,18 @@ class Session:
         turn.cancelled = True
         self.send(playback_stop=pb.PlaybackStop(turn_id=turn.turn_id))
         metrics.INTERRUPTIONS.inc()
+        await self._keep_heard(turn, reason, after_done=True)
+
+    async def _keep_heard(self, turn: Turn, reason: str, after_done: bool = False) -> str:
+        """Tell the dialogue what the user heard of a cut-off reply; returns that text."""
         heard = turn.heard(now_ms())
         assert self.llm is not None
         await self.llm.write(dialogue_pb2.ConverseRequest(heard=dialogue_pb2.HeardReport(
             turn_id=turn.turn_id, heard_text=heard, is_complete=False)))
         self.record("turn.interrupted", turn.turn_id, reason=reason, heard_text=heard,
                     generated_text=turn.reply_text, played_ms=turn.played_ms,
-                    sent_ms=turn.samples_sent * 1000 // self.output_rate, after_done=True)
+                    sent_ms=turn.samples_sent * 1000 // self.output_rate, after_done=after_done)
+        return heard
 
     def _ignore_barge_in(self, turn: Turn, text: str) -> None:
         self.talked_over = None
@@ -692,12 +697,7 @@ class Session:
         if not turn.llm_done:
             await self.llm.write(dialogue_pb2.ConverseRequest(
                 cancel=dialogue_pb2.CancelTurn(turn_id=turn.turn_id)))
-        heard = turn.heard(now_ms())
-        await self.llm.write(dialogue_pb2.ConverseRequest(heard=dialogue_pb2.HeardReport(
-            turn_id=turn.turn_id, heard_text=heard, is_complete=False)))
-        self.record("turn.interrupted", turn.turn_id, reason=reason, heard_text=heard,
-                    generated_text=turn.reply_text, played_ms=turn.played_ms,
-                    sent_ms=turn.samples_sent * 1000 // self.output_rate)
+        heard = await self._keep_heard(turn, reason)
         self._end_turn(turn, "interrupted", heard)
 
     def _end_turn(self, turn: Turn, status: str, assistant_text: str) -> None:

@@ -323,6 +323,8 @@ def compose() -> dict[str, Any]:
     # Interpolate the file's own defaults, not whatever this shell exports.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VOXMESH_", "COMPOSE_"))}
     env["VOXMESH_API_KEY"] = "compose-config-check-key"  # required, deliberately no default
+    for user in ("ADMIN", "ORCHESTRATOR", "LLM", "AUDITOR"):  # required as well
+        env[f"VOXMESH_REDIS_{user}_PASSWORD"] = f"{user.lower()}-check-password"
     done = run(
         [binary, "--file", str(COMPOSE_FILE), "--project-directory", str(ROOT),
          "config", "--format", "json"],
@@ -378,6 +380,26 @@ def test_compose_hardening_and_loopback_ports(compose: dict[str, Any]) -> None:
     gateway_ports = compose["services"]["gateway"]["ports"]
     assert [(p["target"], p["published"]) for p in gateway_ports] == [(8080, "8080")]
     assert not compose["services"]["redis"].get("ports")
+
+
+def test_compose_redis_runs_the_acl_and_services_log_in_as_their_users(
+        compose: dict[str, Any]) -> None:
+    """Redis starts from deploy/redis/users.acl; each service logs in as its own user."""
+    services = compose["services"]
+    redis = services["redis"]
+    assert "--aclfile /tmp/users.acl" in " ".join(redis["command"])
+    mounts = {v["target"]: v for v in redis["volumes"]}
+    assert Path(mounts["/acl"]["source"]).resolve() == ROOT / "deploy" / "redis"
+    assert mounts["/acl"]["read_only"] is True
+    assert "--user voxmesh-auditor" in " ".join(redis["healthcheck"]["test"])
+    urls = {"llm": services["llm"]["environment"]["VOXMESH_LLM_REDIS_URL"],
+            "orchestrator": services["orchestrator"]["environment"][
+                "VOXMESH_ORCHESTRATOR_REDIS_URL"]}
+    assert urls == {
+        "llm": "redis://voxmesh-llm:llm-check-password@redis:6379/0",
+        "orchestrator": "redis://voxmesh-orchestrator:orchestrator-check-password@redis:6379/0"}
+    acl = (ROOT / "deploy" / "redis" / "users.acl").read_text()
+    assert "user voxmesh-llm on" in acl and "user voxmesh-orchestrator on" in acl
 
 
 def test_compose_env_names_exist_in_settings(compose: dict[str, Any]) -> None:

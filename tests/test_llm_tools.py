@@ -264,10 +264,13 @@ async def test_a_speculative_turn_runs_no_tool_until_committed(
     fake.reply = scripted([ToolCallReply([{"name": "book_appointment", "arguments": booking}]),
                            "Booked."])
     async with conversation(stack.addr("llm"), agent="booking") as conv:
+        asked = len(fake.requests)
         await conv.send(user_turn=pb.UserTurn(turn_id="t1", text="Tires Wednesday at eleven.",
                                               speculative=True))
-        await asyncio.sleep(1.0)  # the model asked for the tool long ago; nothing may run
+        await until(lambda: len(fake.requests) > asked)  # the model asked for the tool
+        await asyncio.sleep(0.5)  # ample for a tool that would run; none may
         assert appointments(db_path, "555-0311") == []
+        assert len(fake.requests) == asked + 1  # and the loop waits: no second model call
         await conv.send(commit=pb.CommitTurn(turn_id="t1"))
         text, tools, done = await rest_of_turn(conv)
 
@@ -284,9 +287,10 @@ async def test_a_discarded_speculative_turn_leaves_no_trace(
     fake.reply = scripted([ToolCallReply([{"name": "book_appointment", "arguments": booking}]),
                            "Booked."])
     async with conversation(stack.addr("llm"), agent="booking") as conv:
+        asked = len(fake.requests)
         await conv.send(user_turn=pb.UserTurn(turn_id="t1", text="Oil change Thursday at",
                                               speculative=True))
-        await asyncio.sleep(0.5)
+        await until(lambda: len(fake.requests) > asked)  # its tool call is pending
         await conv.send(cancel=pb.CancelTurn(turn_id="t1", discard=True))
         _, tools, done = await rest_of_turn(conv)
         assert done.status == pb.TURN_STATUS_CANCELLED and tools == []
@@ -313,3 +317,12 @@ async def rest_of_turn(conv: Conversation
             tools.append(event.tool)
         elif kind == "done":
             return "".join(deltas), tools, event.done
+
+
+async def until(condition: Any, timeout_s: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met in time")

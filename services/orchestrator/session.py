@@ -319,12 +319,7 @@ class Session:
                 elif kind == "interrupt":
                     audible = self._audible_turn()
                     if audible is not None:
-                        self.talked_over = None
-                        metrics.BARGE_INS.labels("interrupted").inc()
-                        if audible.finished:
-                            await self._cut_playback(audible, reason="client")
-                        else:
-                            await self._interrupt(audible, reason="client")
+                        await self._barge_in(audible, "client")
                 elif kind == "playback":
                     self._on_playback(request.playback)
                 elif kind == "end":
@@ -426,7 +421,7 @@ class Session:
             is_final = kind == "final"
             text = transcript.text.strip()
             if self.talked_over is not None and not is_backchannel(text):
-                await self._barge_in(self.talked_over, "words")
+                await self._barge_in(self.talked_over, "barge_in_words")
             if is_final:
                 self.partial_text, self.partial_stable = "", False
                 if self.talked_over is not None:  # only feedback or noise: keep talking
@@ -497,15 +492,16 @@ class Session:
         turn = self.talked_over
         if turn is not None and (self.audio_ms_in - self.talked_over_since_ms
                                  >= self.policy.barge_in_min_speech_ms):
-            await self._barge_in(turn, "long_speech")
+            await self._barge_in(turn, "barge_in_long_speech")
 
-    async def _barge_in(self, turn: Turn, why: str) -> None:
+    async def _barge_in(self, turn: Turn, reason: str) -> None:
+        """The user interrupts ``turn``, whether it is still being sent or only playing."""
         self.talked_over = None
         metrics.BARGE_INS.labels("interrupted").inc()
         if turn.finished:
-            await self._cut_playback(turn, reason=f"barge_in_{why}")
+            await self._cut_playback(turn, reason)
         else:
-            await self._interrupt(turn, reason=f"barge_in_{why}")
+            await self._interrupt(turn, reason)
 
     async def _cut_playback(self, turn: Turn, reason: str) -> None:
         """Stop a reply that was all sent but is still playing; keep only what was heard."""

@@ -137,8 +137,8 @@ def new_session() -> str:
     return f"audit-{uuid.uuid4().hex[:12]}"
 
 
-def metric(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0.0
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def emit_turn(log: AuditLog, session_id: str, turn: int) -> None:
@@ -349,7 +349,7 @@ async def test_overflow_is_counted_and_recorded_as_a_gap(running: RedisServer) -
     session_id = new_session()
     log = AuditLog(running.url("orchestrator"), max_queue=5, batch_size=2, max_backoff_s=0.2)
     log.start()
-    dropped_before = metric("voxmesh_orchestrator_audit_dropped_total")
+    dropped_before = metric("voxmesh_orchestrator_audit_dropped_total", reason="queue_full")
     try:
         await emit_turn(log, session_id, 0)  # seq 1..4
         client = aioredis.from_url(running.url("auditor"), decode_responses=True)
@@ -363,7 +363,8 @@ async def test_overflow_is_counted_and_recorded_as_a_gap(running: RedisServer) -
         for i in range(12):  # 5 fit in the queue, 7 are dropped
             log.emit(session_id, "outage.burst", i=i)
         assert (log.backlog, log.dropped) == (6, 7)
-        assert metric("voxmesh_orchestrator_audit_dropped_total") == dropped_before + 7
+        assert metric("voxmesh_orchestrator_audit_dropped_total",
+                      reason="queue_full") == dropped_before + 7
 
         running.start()
         client = aioredis.from_url(running.url("auditor"), decode_responses=True)
@@ -457,6 +458,100 @@ async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
     report = await verify(auditor, session_id)
     assert report.ok and report.last_seq == 12, report.problems
     assert "partly stored before the failure; skipping 4 entries" in caplog.text
+
+
+@pytest.fixture
+def narrow_user(admin: redis.Redis) -> Iterator[tuple[str, str]]:
+    """A writer user like voxmesh-orchestrator whose ACL covers only ``audit-*`` sessions."""
+    name, password = f"voxmesh-narrow-{uuid.uuid4().hex[:6]}", secrets.token_hex(8)
+    admin.execute_command("ACL", "SETUSER", name, "on", f">{password}", "resetchannels",
+                          "~voxmesh:session:audit-*", "-@all", "+ping", "+hello", "+select",
+                          "+multi", "+exec", "+discard", "+xadd", "+xrange", "+xrevrange", "+xlen")
+    yield name, password
+    admin.execute_command("ACL", "DELUSER", name)
+
+
+@pytest.mark.parametrize("refusal", ["wrongtype", "noperm"])
+async def test_a_refused_stream_loses_only_its_own_events(
+        running: RedisServer, auditor: aioredis.Redis, admin: redis.Redis,
+        narrow_user: tuple[str, str], caplog: pytest.LogCaptureFixture, refusal: str) -> None:
+    """One session's stream refused for good (its key holds a string: WRONGTYPE; the ACL
+    denies it: NOPERM) costs that session's events, not the others' in the same batches."""
+    caplog.set_level(logging.INFO, logger="services.orchestrator.audit")
+    good = [new_session(), new_session()]
+    url = running.url("orchestrator")
+    if refusal == "wrongtype":
+        bad = new_session()
+        admin.set(stream_key(bad), "not a stream")
+    else:
+        bad = f"denied-{uuid.uuid4().hex[:12]}"
+        user, password = narrow_user
+        url = f"redis://{user}:{password}@127.0.0.1:{running.port}/0"
+    rejected = metric("voxmesh_orchestrator_audit_dropped_total", reason="rejected")
+    errors = metric("voxmesh_orchestrator_audit_write_errors_total")
+    log = AuditLog(url, max_backoff_s=0.2)
+    log.start()
+    try:
+        for turn in range(2):  # each round is one batch mixing the three sessions
+            for session_id in (good[0], bad, good[1]):
+                await emit_turn(log, session_id, turn)
+            for session_id in good:
+                assert await wait_for_len(auditor, session_id, 4 * (turn + 1)) == 4 * (turn + 1)
+        assert (log.dropped, log.backlog) == (8, 0)
+        assert metric("voxmesh_orchestrator_audit_dropped_total",
+                      reason="rejected") == rejected + 8
+        # Refused is not down: no retries, so nothing stalls behind it.
+        assert metric("voxmesh_orchestrator_audit_write_errors_total") == errors
+
+        # Repaired: the session's next entry declares what was lost, then goes on.
+        if refusal == "wrongtype":
+            admin.delete(stream_key(bad))
+        else:
+            admin.execute_command("ACL", "SETUSER", narrow_user[0], "~voxmesh:session:denied-*")
+        log.emit(bad, "after.repair")
+        assert await wait_for_len(auditor, bad, 2) == 2
+    finally:
+        await log.close()
+
+    for session_id in good:
+        report = await verify(auditor, session_id)
+        assert report.ok and report.last_seq == 8 and report.dropped_events == 0, report.problems
+        entries = await read_stream(auditor, session_id)
+        assert [f["turn_id"] for _, f in entries] == ["t0"] * 4 + ["t1"] * 4
+    report = await verify(auditor, bad)
+    assert report.ok, report.problems
+    assert report.dropped_events == 8 and report.drop_markers == [(1, 8)]
+    assert [f["type"] for _, f in await read_stream(auditor, bad)] == [
+        DROPPED_TYPE, "after.repair"]
+    refused = [r.getMessage() for r in caplog.records if "refuses writes" in r.getMessage()]
+    assert len(refused) == 1 and stream_key(bad) in refused[0]
+    assert ("WRONGTYPE" if refusal == "wrongtype" else "no permissions") in refused[0]
+    assert f"audit stream {stream_key(bad)} accepts writes again" in caplog.text
+
+
+async def test_a_stream_replaced_under_the_writer_is_refused_at_exec(
+        running: RedisServer, auditor: aioredis.Redis, admin: redis.Redis) -> None:
+    """The chain head is cached, so the refusal comes from EXEC, not from reading the head."""
+    good, bad = new_session(), new_session()
+    rejected = metric("voxmesh_orchestrator_audit_dropped_total", reason="rejected")
+    log = AuditLog(running.url("orchestrator"), max_backoff_s=0.2)
+    log.start()
+    try:
+        await emit_turn(log, bad, 0)
+        assert await wait_for_len(auditor, bad, 4) == 4
+        admin.delete(stream_key(bad))
+        admin.set(stream_key(bad), "not a stream")
+        await emit_turn(log, bad, 1)
+        await emit_turn(log, good, 1)
+        assert await wait_for_len(auditor, good, 4) == 4
+        await emit_turn(log, good, 2)  # the writer is not stuck behind the refused batch
+        assert await wait_for_len(auditor, good, 8) == 8
+    finally:
+        await log.close()
+    assert log.dropped == 4
+    assert metric("voxmesh_orchestrator_audit_dropped_total", reason="rejected") == rejected + 4
+    assert (await verify(auditor, good)).ok
+    assert admin.get(stream_key(bad)) == "not a stream"
 
 
 async def test_emit_never_waits_for_redis() -> None:

@@ -1,24 +1,31 @@
 """Deployment artifacts, checked offline with real validators and against the code they run.
 
 hadolint lints deploy/docker/Dockerfile, Docker Compose itself (``docker-compose config``)
-validates docker-compose.yml, ``kubectl kustomize`` renders deploy/k8s/base and its dev and
-prod overlays, and kubernetes-validate checks every rendered resource against the Kubernetes
-schemas. The rest
-asserts what the validators cannot know: hardening, probe wiring, names of settings, and that
-the images' healthcheck commands really answer against running services. A missing validator
-fails the test with the package to install; nothing is skipped.
+validates docker-compose.yml, ``kubectl kustomize`` renders deploy/k8s/base, its dev and
+prod overlays and the GPU component, and kubernetes-validate checks every rendered resource
+against the Kubernetes schemas (--strict). prometheus-operator resources (ServiceMonitor,
+PrometheusRule), which kubernetes-validate has no schema for, are checked against the
+models cloudcoil-models-prometheus-operator generates from the operator's CRDs, with
+unknown fields rejected. The rest asserts what the validators cannot know: hardening, probe
+wiring, names of settings, the NetworkPolicy graph, that the images' healthcheck commands
+really answer against running services, and that Redis's rendered ACL lets each service in
+as its own user (a real redis-server). A missing validator fails the test with the package
+to install; nothing is skipped.
 """
 
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import json
 import os
 import shlex
 import shutil
+import socket
 import string
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +46,10 @@ DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 K8S_BASE = ROOT / "deploy" / "k8s" / "base"
 K8S_OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
+K8S_COMPONENTS = ROOT / "deploy" / "k8s" / "components"
+REDIS_DIR = ROOT / "deploy" / "redis"
+#: Kinds kubernetes-validate has no schema for: prometheus-operator's CRDs, by kind.
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 #: gRPC services and the settings class each one reads.
 GRPC_SETTINGS: dict[str, type[config.GrpcServiceSettings]] = {
@@ -513,29 +524,88 @@ def by_kind(manifests: list[dict[str, Any]], kind: str) -> dict[str, dict[str, A
     return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
 
 
+def settings_configmap(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The generated voxmesh-config ConfigMap (its name carries a content hash)."""
+    (configmap,) = [m for name, m in by_kind(manifests, "ConfigMap").items()
+                    if name.startswith("voxmesh-config-")]
+    return configmap
+
+
 def test_kustomization_lists_every_file() -> None:
-    """Every manifest in base/ is a resource of the kustomization, and each listed one exists."""
+    """Every manifest in base/ is a resource of the kustomization, and each listed one exists.
+
+    base/redis/ holds copies of deploy/redis's ACL template and renderer (kustomize loads no
+    file outside the kustomization): they must stay identical to the originals.
+    """
     kustomization = yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
-    present = {p.name for p in K8S_BASE.iterdir()} - {"kustomization.yaml"}
+    present = {p.name for p in K8S_BASE.iterdir() if p.is_file()} - {"kustomization.yaml"}
     assert listed == present, f"unlisted: {present - listed}, missing: {listed - present}"
+    generated = {f for g in kustomization["configMapGenerator"] for f in g.get("files", [])}
+    copies = {str(p.relative_to(K8S_BASE)) for p in (K8S_BASE / "redis").iterdir()}
+    assert generated == copies == {"redis/users.acl", "redis/render-acl.sh"}, generated
+    for copy in copies:
+        original = REDIS_DIR / Path(copy).name
+        assert (K8S_BASE / copy).read_bytes() == original.read_bytes(), (
+            f"deploy/k8s/base/{copy} differs from {original}: copy it again")
+
+
+def strictly_valid(manifests: list[dict[str, Any]]) -> list[str]:
+    """Errors of kubernetes-validate --strict on core kinds, of the CRD models on the rest."""
+    validator = kubernetes_validate()
+    version = validator.latest_version()
+    errors = []
+    for doc in manifests:
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in OPERATOR_KINDS:
+            errors += [f"{name}: {error}" for error in operator_errors(doc)]
+            continue
+        try:
+            validator.validate(doc, version, strict=True)
+        except validator.ValidationError as error:
+            path = ".".join(str(p) for p in error.path)
+            errors.append(f"{name}: {path}: {error.message}")
+    return errors
+
+
+def operator_errors(doc: dict[str, Any]) -> list[str]:
+    """A prometheus-operator resource checked against the model generated from its CRD.
+
+    The models ignore unknown fields, so a field they drop on a round trip is reported as
+    unknown (what --strict does for core kinds).
+    """
+    try:
+        models = importlib.import_module("cloudcoil.models.prometheus_operator.v1")
+    except ImportError:
+        pytest.fail("pip install cloudcoil-models-prometheus-operator (CRD schemas)")
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1", doc["apiVersion"]
+    try:
+        model = getattr(models, doc["kind"]).model_validate(doc)
+    except ValueError as error:  # pydantic's ValidationError
+        return [str(error)]
+    dumped = model.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return [f"unknown field {path}" for path in lost_fields(doc, dumped)]
+
+
+def lost_fields(given: Any, kept: Any, path: str = "") -> list[str]:
+    """Paths present in ``given`` but missing from ``kept`` (nested dicts and lists)."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        return [lost for key, value in given.items()
+                for lost in ([f"{path}.{key}"] if key not in kept
+                             else lost_fields(value, kept[key], f"{path}.{key}"))]
+    if isinstance(given, list) and isinstance(kept, list) and len(given) == len(kept):
+        return [lost for i, (a, b) in enumerate(zip(given, kept, strict=True))
+                for lost in lost_fields(a, b, f"{path}[{i}]")]
+    return []
 
 
 def test_manifests_pass_kubernetes_validate(rendered: list[dict[str, Any]]) -> None:
     """Every rendered resource validates strictly (unknown fields rejected) against the schemas."""
     manifests = rendered
-    validator = kubernetes_validate()
-    version = validator.latest_version()
-    errors = []
-    for doc in manifests:
-        try:
-            validator.validate(doc, version, strict=True)
-        except validator.ValidationError as error:
-            path = ".".join(str(p) for p in error.path)
-            errors.append(f"{doc['kind']}/{doc['metadata']['name']}: {path}: {error.message}")
+    errors = strictly_valid(manifests)
     assert not errors, "\n".join(errors)
     kinds = {doc["kind"] for doc in manifests}
-    assert {"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "StatefulSet"} <= kinds
+    assert {"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "NetworkPolicy"} <= kinds
     assert {doc["metadata"].get("namespace") for doc in manifests if doc["kind"] != "Namespace"} \
         == {"voxmesh"}
 
@@ -544,13 +614,14 @@ def test_workloads_are_hardened(rendered: list[dict[str, Any]]) -> None:
     """Non-root, read-only root, no privilege escalation, no capabilities, bounded resources."""
     manifests = rendered
     workloads = {**by_kind(manifests, "Deployment"), **by_kind(manifests, "StatefulSet")}
-    assert set(workloads) == {*TARGETS, "redis"}
+    # Prod's Redis is external (overlays/prod/external-redis.yaml); the others run one.
+    assert set(workloads) - {"redis"} == set(TARGETS)
     for name, workload in workloads.items():
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["runAsUser"] > 0, name
         assert pod.get("automountServiceAccountToken") is False, name
-        for container in pod["containers"]:
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
             security = container["securityContext"]
             assert security["readOnlyRootFilesystem"] is True, name
             assert security["allowPrivilegeEscalation"] is False, name
@@ -564,8 +635,9 @@ def test_workloads_are_hardened(rendered: list[dict[str, Any]]) -> None:
             assert mounts.get("/tmp") in scratch, f"{name}: /tmp must be an emptyDir"
             assert mounts.get("/home/voxmesh/.cache") in scratch, f"{name}: cache emptyDir"
             assert pod["securityContext"]["runAsUser"] == 10001, name
-    redis = workloads["redis"]
-    assert redis["kind"] == "StatefulSet" and redis["spec"]["volumeClaimTemplates"]
+    if "redis" in workloads:
+        redis = workloads["redis"]
+        assert redis["kind"] == "StatefulSet" and redis["spec"]["volumeClaimTemplates"]
 
 
 def test_grpc_services_have_grpc_ports_probes_and_metrics(
@@ -598,7 +670,7 @@ def test_grpc_services_have_grpc_ports_probes_and_metrics(
 def test_k8s_env_is_settings_and_wires_real_services(manifests: list[dict[str, Any]]) -> None:
     """ConfigMap keys are settings, addresses name Services, the API key comes from the Secret."""
     known = settings_env_names()
-    (configmap,) = by_kind(manifests, "ConfigMap").values()
+    configmap = settings_configmap(manifests)
     env = configmap["data"]
     assert set(env) <= known, f"not read by voxmesh/config.py: {set(env) - known}"
     assert env["VOXMESH_HOST"] == "0.0.0.0"
@@ -625,9 +697,9 @@ def test_k8s_env_is_settings_and_wires_real_services(manifests: list[dict[str, A
     (gateway,) = by_kind(manifests, "Deployment")["gateway"]["spec"]["template"]["spec"][
         "containers"]
     assert {"secretRef": {"name": "voxmesh-gateway"}} in gateway["envFrom"]
-    (api_key,) = by_kind(manifests, "Deployment")["llm"]["spec"]["template"]["spec"][
-        "containers"][0]["env"]
-    assert api_key["valueFrom"]["secretKeyRef"] == {
+    llm_env = {e["name"]: e for e in by_kind(manifests, "Deployment")["llm"]["spec"][
+        "template"]["spec"]["containers"][0]["env"]}
+    assert llm_env["VOXMESH_LLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "voxmesh-llm", "key": "VOXMESH_LLM_API_KEY"}
 
 
@@ -672,7 +744,8 @@ def test_overlays_list_every_file() -> None:
         directory = K8S_OVERLAYS / overlay
         kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
         assert "../../base" in kustomization["resources"], overlay
-        used = {*kustomization["resources"], *(p["path"] for p in kustomization["patches"])}
+        used = {*kustomization["resources"],
+                *(p["path"] for p in kustomization["patches"] if "path" in p)}
         present = {p.name for p in directory.iterdir()} - {"kustomization.yaml"}
         assert present <= used, f"{overlay}: unused files {present - used}"
 
@@ -702,10 +775,19 @@ def test_dev_overlay_is_one_small_replica_each(
     assert not by_kind(dev, "HorizontalPodAutoscaler") and not by_kind(dev, "PodDisruptionBudget")
 
 
+#: The Pods metric each prod HPA scales on besides CPU: the service's own open-stream gauge.
+STREAM_METRICS = {
+    "stt": ["voxmesh_stt_active_streams"],
+    "tts": ["voxmesh_tts_active_streams"],
+    "orchestrator": ["voxmesh_orchestrator_active_sessions"],
+}
+
+
 def test_prod_overlay_autoscales_and_protects_every_deployment(
     prod: list[dict[str, Any]],
 ) -> None:
-    """Each Deployment: 2+ replicas, a CPU HPA (autoscaling/v2) and a PDB (minAvailable 1)."""
+    """Each Deployment: 2+ replicas, an HPA (autoscaling/v2) on CPU, plus open streams for
+    STT, TTS and the orchestrator, and a PDB (minAvailable 1)."""
     deployments = by_kind(prod, "Deployment")
     assert set(deployments) == set(TARGETS)
     hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in by_kind(
@@ -719,9 +801,17 @@ def test_prod_overlay_autoscales_and_protects_every_deployment(
         assert hpa["apiVersion"] == "autoscaling/v2"
         assert hpa["spec"]["scaleTargetRef"]["kind"] == "Deployment"
         assert hpa["spec"]["minReplicas"] == replicas < hpa["spec"]["maxReplicas"], name
-        (metric,) = hpa["spec"]["metrics"]
-        assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu", name
-        assert 0 < metric["resource"]["target"]["averageUtilization"] <= 80, name
+        metrics = hpa["spec"]["metrics"]
+        (cpu,) = [m for m in metrics if m["type"] == "Resource"]
+        assert cpu["resource"]["name"] == "cpu", name
+        assert 0 < cpu["resource"]["target"]["averageUtilization"] <= 80, name
+        # Streams per pod (prometheus-adapter; test_observability checks the rules).
+        pods = [m["pods"] for m in metrics if m["type"] == "Pods"]
+        assert [p["metric"]["name"] for p in pods] == STREAM_METRICS.get(name, []), name
+        for p in pods:
+            assert p["target"]["type"] == "AverageValue", name
+            assert quantity(p["target"]["averageValue"]) >= 1, name
+        assert len(metrics) == 1 + len(pods), name
         budgets = [p for p in pdbs.values() if p["spec"]["selector"]["matchLabels"]
                    == deployment["spec"]["selector"]["matchLabels"]]
         assert len(budgets) == 1, f"{name}: {len(budgets)} PodDisruptionBudgets"
@@ -731,7 +821,7 @@ def test_prod_overlay_autoscales_and_protects_every_deployment(
 
 def test_prod_overlay_drains_sessions_and_pins_images(prod: list[dict[str, Any]]) -> None:
     """Pods get the drain time plus a margin to exit; images come from a pinned release."""
-    (configmap,) = by_kind(prod, "ConfigMap").values()
+    configmap = settings_configmap(prod)
     drain = float(configmap["data"]["VOXMESH_DRAIN_SECONDS"])
     assert drain > config.CommonSettings.model_fields["drain_seconds"].default
     for name, deployment in by_kind(prod, "Deployment").items():
@@ -745,7 +835,7 @@ def test_prod_overlay_drains_sessions_and_pins_images(prod: list[dict[str, Any]]
 
 def test_prod_overlay_balances_grpc_over_headless_services(prod: list[dict[str, Any]]) -> None:
     """The orchestrator dials dns:/// names of headless Services selecting the same pods."""
-    (configmap,) = by_kind(prod, "ConfigMap").values()
+    configmap = settings_configmap(prod)
     assert set(configmap["data"]) <= settings_env_names()
     services = by_kind(prod, "Service")
     for peer in ("stt", "llm", "tts"):
@@ -758,3 +848,337 @@ def test_prod_overlay_balances_grpc_over_headless_services(prod: list[dict[str, 
         assert {"name": "grpc", "port": port} in [
             {"name": p["name"], "port": p["port"]} for p in headless["ports"]]
         assert port == default_port(GRPC_SETTINGS[peer]), address
+
+
+# -- Redis ACL in Kubernetes -------------------------------------------------------------------
+
+
+def pod_env(container: dict[str, Any], manifests: list[dict[str, Any]]) -> dict[str, str]:
+    """A container's environment as the kubelet builds it: Secrets read, $(VAR) expanded."""
+    secrets = by_kind(manifests, "Secret")
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "secretRef" in source:
+            env |= secrets[source["secretRef"]["name"]]["stringData"]
+    for var in container.get("env", []):
+        if "valueFrom" in var:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = secrets[ref["name"]]["stringData"][ref["key"]]
+        else:  # $(NAME) refers only to variables defined above it
+            value = var["value"]
+            for name, defined in env.items():
+                value = value.replace(f"$({name})", defined)
+            assert "$(" not in value, f"{var['name']}: undefined reference in {var['value']!r}"
+            env[var["name"]] = value
+    return env
+
+
+def test_k8s_redis_renders_the_acl_and_each_service_logs_in_as_its_user(
+    manifests: list[dict[str, Any]], tmp_path: Path,
+) -> None:
+    """The base's Redis, run for real: the init container's command renders the ACL from the
+    Secret, redis-server starts with the container's args, its readiness probe passes, and
+    the orchestrator and llm reach only their own keys with the URLs their Deployments build.
+    """
+    redis_lib = importlib.import_module("redis")
+    server = redis7_server()
+    (statefulset,) = by_kind(manifests, "StatefulSet").values()
+    pod = statefulset["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (container,) = pod["containers"]
+    # Volumes become directories here: the ConfigMap's files, and the in-memory emptyDir.
+    configmaps = by_kind(manifests, "ConfigMap")
+    paths: dict[str, str] = {}
+    claims = [{"name": c["metadata"]["name"]} for c in statefulset["spec"]["volumeClaimTemplates"]]
+    for volume in [*pod["volumes"], *claims]:
+        directory = tmp_path / volume["name"]
+        directory.mkdir()
+        if "configMap" in volume:
+            for name, text in configmaps[volume["configMap"]["name"]]["data"].items():
+                (directory / name).write_text(text)
+        paths[volume["name"]] = str(directory)
+
+    def local(text: str, mounts: list[dict[str, Any]]) -> str:
+        for mount in mounts:
+            text = text.replace(mount["mountPath"], paths[mount["name"]])
+        return text
+
+    argv = [local(arg, init["volumeMounts"]) for arg in init["command"]]
+    run(argv, env={"PATH": os.environ["PATH"], **pod_env(init, manifests)})
+    acl = (tmp_path / "acl" / "users.acl").read_text()
+    assert "_SHA256@" not in acl and "user default off" in acl, acl
+
+    port = free_port()
+    args = [local(arg, container["volumeMounts"]) for arg in container["args"]]
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1",
+                             "--dir", str(tmp_path), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        probe = container["readinessProbe"]["exec"]["command"]
+        probe = [arg.replace("redis-cli", f"redis-cli -p {port}") for arg in probe]
+        env = {"PATH": os.environ["PATH"], **pod_env(container, manifests)}
+        for _ in range(50):
+            if subprocess.run(probe, env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"readiness probe {probe} never passed")
+        with pytest.raises(redis_lib.exceptions.AuthenticationError):
+            redis_lib.Redis(port=port).ping()  # the default user is off
+
+        deployments = by_kind(manifests, "Deployment")
+        services = by_kind(manifests, "Service")
+        own_keys = {"orchestrator": "voxmesh:session:k8s-check", "llm": "voxmesh:history:k8s"}
+        for name, key in own_keys.items():
+            (app,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+            url = pod_env(app, manifests)[f"VOXMESH_{name.upper()}_REDIS_URL"]
+            parts = urlsplit(url)
+            assert parts.username == f"voxmesh-{name}" and parts.hostname in services, url
+            client = redis_lib.Redis.from_url(url.replace(
+                f"@{parts.hostname}:{parts.port}", f"@127.0.0.1:{port}"))
+            assert client.ping()
+            other = next(k for s, k in own_keys.items() if s != name)
+            if name == "orchestrator":
+                assert client.xadd(key, {"type": "check"})
+                with pytest.raises(redis_lib.exceptions.NoPermissionError):
+                    client.set(other, "x")
+            else:
+                assert client.set(key, "x")
+                with pytest.raises(redis_lib.exceptions.NoPermissionError):
+                    client.xadd(other, {"type": "forged"})
+            client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def redis7_server() -> str:
+    """A redis-server of version 7 or later, as the image runs (the ACL uses 7's syntax)."""
+    for candidate in (shutil.which("redis-server"), "/usr/bin/redis-server"):
+        if candidate and os.access(candidate, os.X_OK):
+            version = run([candidate, "--version"]).stdout.split("v=")[1].split(".")[0]
+            if int(version) >= 7:
+                return candidate
+    pytest.fail("redis-server 7+ not found: apt-get install redis-server")
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- NetworkPolicies ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Something that opens or accepts connections: a pod (labels) or an address (ip)."""
+
+    name: str
+    namespace: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    ip: str = ""
+    ports: tuple[tuple[str, int], ...] = ()
+
+
+NAMESPACE = "voxmesh"
+#: Peers outside the namespace, for the policies to admit or refuse.
+OUTSIDERS = (
+    Peer("prometheus", "monitoring", (("app.kubernetes.io/name", "prometheus"),),
+         ports=(("TCP", 9090),)),
+    Peer("kube-dns", "kube-system", (("k8s-app", "kube-dns"),), ports=(("UDP", 53), ("TCP", 53))),
+    Peer("other-pod", "default", (("app", "other"),), ports=(("TCP", 8080),)),
+    Peer("internet", ip="203.0.113.10", ports=(("TCP", 443), ("TCP", 6379), ("TCP", 6380))),
+    Peer("private-network", ip="10.1.2.3", ports=(("TCP", 443), ("TCP", 6379), ("TCP", 6380))),
+)
+
+
+def intended_graph(external_redis: bool) -> set[tuple[str, str, str]]:
+    """(from, to, "PROTO/port") for every connection the design allows, and nothing else."""
+    edges = {(src.name, "gateway", "TCP/8080") for src in OUTSIDERS}  # open to anyone
+    edges |= {("gateway", "orchestrator", "TCP/50050"),
+              ("orchestrator", "stt", "TCP/50051"), ("orchestrator", "llm", "TCP/50052"),
+              ("orchestrator", "tts", "TCP/50053"),
+              ("llm", "llm-server", "TCP/8081"), ("llm", "internet", "TCP/443")}
+    edges |= {("prometheus", name, f"TCP/{config.metrics_port_for(default_port(settings))}")
+              for name, settings in GRPC_SETTINGS.items()}
+    pods = [*TARGETS] if external_redis else [*TARGETS, "redis"]
+    edges |= {(pod, "kube-dns", f"{proto}/53") for pod in pods for proto in ("UDP", "TCP")}
+    if external_redis:
+        edges |= {(src, "private-network", f"TCP/{port}")
+                  for src in ("orchestrator", "llm") for port in (6379, 6380)}
+    else:
+        edges |= {("orchestrator", "redis", "TCP/6379"), ("llm", "redis", "TCP/6379")}
+    return edges
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels, matchExpressions) against a set of labels."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op = expr["key"], expr["operator"]
+        if op in {"In", "NotIn"}:
+            ok = (labels.get(key) in expr["values"]) == (op == "In")
+        else:
+            ok = (key in labels) == (op == "Exists")
+        if not ok:
+            return False
+    return True
+
+
+def peer_matches(rule_peer: dict[str, Any], peer: Peer) -> bool:
+    """Whether a NetworkPolicy peer (podSelector, namespaceSelector, ipBlock) covers ``peer``."""
+    if "ipBlock" in rule_peer:
+        if not peer.ip:
+            return False
+        block = rule_peer["ipBlock"]
+        address = ipaddress.ip_address(peer.ip)
+        return address in ipaddress.ip_network(block["cidr"]) and not any(
+            address in ipaddress.ip_network(e) for e in block.get("except", []))
+    if peer.ip:
+        return False
+    if "namespaceSelector" in rule_peer:
+        ns_labels = {"kubernetes.io/metadata.name": peer.namespace}
+        if not selects(rule_peer["namespaceSelector"], ns_labels):
+            return False
+    elif peer.namespace != NAMESPACE:
+        return False
+    return selects(rule_peer.get("podSelector", {}), dict(peer.labels))
+
+
+def admitted(policies: list[dict[str, Any]], pod: Peer, other: Peer, port: tuple[str, int],
+             direction: str) -> bool:
+    """Whether ``pod``'s policies of one direction (Ingress/Egress) admit ``other`` on ``port``."""
+    if pod.namespace != NAMESPACE or pod.ip:
+        return True  # not governed by this namespace's policies
+    mine = [p["spec"] for p in policies if direction in p["spec"]["policyTypes"]
+            and selects(p["spec"]["podSelector"], dict(pod.labels))]
+    if not mine:
+        return True
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    for spec in mine:
+        for rule in spec.get(key, []):
+            peers = rule.get(peers_key)
+            if peers is not None and not any(peer_matches(r, other) for r in peers):
+                continue
+            ports = rule.get("ports")
+            if ports is None or any(
+                    (p.get("protocol", "TCP"), p["port"]) == port for p in ports):
+                return True
+    return False
+
+
+def allowed_graph(manifests: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    """Every (from, to, "PROTO/port") the rendered NetworkPolicies let through, both ends."""
+    policies = list(by_kind(manifests, "NetworkPolicy").values())
+    for policy in policies:
+        for rules in (policy["spec"].get("ingress", []), policy["spec"].get("egress", [])):
+            for rule in rules:
+                assert all(isinstance(p["port"], int) for p in rule.get("ports", [])), policy
+    workloads = {**by_kind(manifests, "Deployment"), **by_kind(manifests, "StatefulSet")}
+    pods = [Peer(name, NAMESPACE, tuple(w["spec"]["template"]["metadata"]["labels"].items()),
+                 ports=tuple((p.get("protocol", "TCP"), p["containerPort"])
+                             for c in w["spec"]["template"]["spec"]["containers"]
+                             for p in c["ports"]))
+            for name, w in workloads.items()]
+    everyone = [*pods, *OUTSIDERS]
+    edges = set()
+    for src in everyone:
+        for dst in everyone:
+            if src == dst or (src.namespace != NAMESPACE and dst.namespace != NAMESPACE):
+                continue
+            for port in dst.ports:
+                if admitted(policies, src, dst, port, "Egress") and admitted(
+                        policies, dst, src, port, "Ingress"):
+                    edges.add((src.name, dst.name, f"{port[0]}/{port[1]}"))
+    return edges
+
+
+def test_network_policies_allow_exactly_the_intended_paths(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """Default deny both ways, then exactly the designed paths: computed from the rendered
+    policies (selectors, namespaces, ip blocks, ports) and compared edge by edge."""
+    policies = by_kind(rendered, "NetworkPolicy")
+    deny = policies["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    external_redis = "redis" not in by_kind(rendered, "StatefulSet")
+    allowed = allowed_graph(rendered)
+    intended = intended_graph(external_redis)
+    assert allowed == intended, (
+        f"allowed but not intended: {sorted(allowed - intended)}\n"
+        f"intended but not allowed: {sorted(intended - allowed)}")
+
+
+def test_network_policy_graph_catches_a_selector_typo(manifests: list[dict[str, Any]]) -> None:
+    """The graph check is not vacuous: one misspelt label drops a path."""
+    broken = json.loads(json.dumps(manifests))
+    policy = by_kind(broken, "NetworkPolicy")["stt"]
+    policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"] = {
+        "app.kubernetes.io/name": "orchestrater"}
+    missing = intended_graph(False) - allowed_graph(broken)
+    assert missing == {("orchestrator", "stt", "TCP/50051")}
+
+
+# -- prometheus-operator resources and the GPU component ---------------------------------------
+
+
+def test_prod_monitors_every_service_and_ships_the_alerts(prod: list[dict[str, Any]]) -> None:
+    """The ServiceMonitor selects each VoxMesh Service once, on its metrics port; the
+    PrometheusRule carries deploy/prometheus/alerts.yml's groups unchanged."""
+    (monitor,) = by_kind(prod, "ServiceMonitor").values()
+    selected = {name: s for name, s in by_kind(prod, "Service").items()
+                if selects(monitor["spec"]["selector"], s["metadata"].get("labels", {}))}
+    assert set(selected) == set(VOXMESH_SERVICES), sorted(selected)
+    endpoints = {e["port"]: e for e in monitor["spec"]["endpoints"]}
+    deployments = by_kind(prod, "Deployment")
+    for name, service in selected.items():
+        scraped = [p for p in service["spec"]["ports"] if p["name"] in endpoints]
+        assert len(scraped) == 1, f"{name}: scraped on {scraped}"
+        annotations = deployments[name]["spec"]["template"]["metadata"]["annotations"]
+        assert str(scraped[0]["port"]) == annotations["prometheus.io/port"], name
+        assert endpoints[scraped[0]["name"]]["path"] == annotations["prometheus.io/path"]
+    (rule,) = by_kind(prod, "PrometheusRule").values()
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]
+    # The CRD check rejects unknown fields (the models alone would drop them silently).
+    typo = json.loads(json.dumps(monitor))
+    typo["spec"]["endpoints"][0]["intervall"] = "15s"
+    assert operator_errors(typo) == ["unknown field .spec.endpoints[0].intervall"]
+    assert not operator_errors(monitor) and not operator_errors(rule)
+
+
+def test_gpu_component_puts_stt_and_tts_on_gpu_nodes(tmp_path: Path) -> None:
+    """components/gpu on top of prod renders, validates strictly, and changes STT and TTS
+    only: GPU nodes, the GPU taint tolerated, one GPU each, CUDA settings."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S_OVERLAYS / "prod", tmp_path)],
+        "components": [os.path.relpath(K8S_COMPONENTS / "gpu", tmp_path)]}))
+    with_gpu = render(tmp_path)
+    errors = strictly_valid(with_gpu)
+    assert not errors, "\n".join(errors)
+    known = settings_env_names()
+    for name, deployment in by_kind(with_gpu, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        if name not in {"stt", "tts"}:
+            assert "nodeSelector" not in pod and "nvidia.com/gpu" not in container[
+                "resources"]["limits"], name
+            continue
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, name
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+            "tolerations"], name
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1, name
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {k for k in env if k.startswith("VOXMESH_")} <= known, env
+        if name == "stt":
+            assert env["VOXMESH_STT_DEVICE"] == "cuda"
+            assert env["VOXMESH_STT_COMPUTE_TYPE"] == "float16"
+        else:
+            assert env["ONNX_PROVIDER"] == "CUDAExecutionProvider"

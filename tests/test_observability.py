@@ -2,16 +2,21 @@
 
 Every service of a real stack is scraped and its ``/metrics`` passes ``promtool check
 metrics``; deploy/prometheus/ passes ``promtool check config``, ``check rules`` and ``test
-rules``; a real Prometheus on loopback scrapes the stack with the shipped scrape jobs; and
-the Grafana dashboard is the generator's output whose every query and alert names only
-metrics the live services export, so renaming a metric breaks this file, not a dashboard in
-production. promtool comes from Debian's ``prometheus`` package (``.ci/run`` installs it);
-without it the promtool tests skip, saying so.
+rules``. A real Prometheus on loopback scrapes the stack with the shipped scrape jobs while
+two spoken turns run through the orchestrator; every dashboard query and alert expression
+is then evaluated there and must return data (the few metrics a healthy short run never
+moves, such as error counters, are listed in QUIET_METRICS and must still be declared).
+The dashboard and the Kubernetes PrometheusRule are the generator's output, and every
+metric the prod HPAs scale on has a prometheus-adapter rule over a gauge the services
+export, so renaming a metric breaks this file, not a dashboard or an autoscaler in
+production. promtool and prometheus come from Debian's ``prometheus`` package (``.ci/run``
+installs it); without them those tests skip, saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import re
@@ -19,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -32,6 +38,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import StackFactory
 from tests.fake_openai import FakeOpenAI
+from tests.support import speak
+from tests.test_deploy import by_kind, render, strictly_valid
+from tests.test_e2e_turns import session
 from voxmesh.launcher import Stack, free_port
 from voxmesh.v1 import dialogue_pb2, dialogue_pb2_grpc
 
@@ -40,6 +49,23 @@ PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "voxmesh.json"
 GENERATOR = ROOT / "scripts" / "gen_dashboards.py"
 SERVICES = ("stt", "tts", "llm", "orchestrator", "gateway")
+K8S = ROOT / "deploy" / "k8s"
+#: Metrics a healthy few-second run with one spoken turn never moves: errors, rejections,
+#: fallbacks, barge-ins, eager turns, tool calls, retrieval and routing (the scripted turn
+#: uses none), the gateway (the turn goes straight to the orchestrator). A query that returns
+#: nothing must reference one of these; each must still be declared on some /metrics.
+QUIET_METRICS = {
+    "voxmesh_orchestrator_barge_ins_total", "voxmesh_orchestrator_eager_turns_total",
+    "voxmesh_orchestrator_downstream_errors_total", "voxmesh_orchestrator_audit_dropped_total",
+    "voxmesh_stt_rejected_total",
+    "voxmesh_tts_fallbacks_total", "voxmesh_tts_rejected_total",
+    "voxmesh_llm_upstream_errors_total", "voxmesh_llm_routes_total",
+    "voxmesh_llm_tool_calls_total", "voxmesh_llm_retrievals_total",
+    "voxmesh_llm_retrieval_seconds_bucket",
+    "voxmesh_gateway_errors_total", "voxmesh_gateway_rejections_total",
+}
+#: The value a dashboard's ``$__rate_interval`` takes in the checks (4 scrapes at 1 s and more).
+RATE_INTERVAL = "1m"
 
 # Sample names a family of each type exposes (prometheus_client strips ``_total`` from a
 # counter family's name and adds ``_created`` samples).
@@ -285,8 +311,8 @@ def evaluated(rules: list[dict[str, Any]]) -> bool:
     return bool(rules) and not any(r["lastEvaluation"].startswith("0001-") for r in rules)
 
 
-def test_real_prometheus_scrapes_the_stack(stack: Stack, tmp_path: Path) -> None:
-    """A real Prometheus, with the shipped jobs pointed at the local stack, sees all of it up."""
+def start_prometheus(stack: Stack, tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A real Prometheus scraping ``stack`` every second with the shipped jobs and rules."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus not found: apt-get install prometheus (Debian)")
@@ -305,27 +331,131 @@ def test_real_prometheus_scrapes_the_stack(stack: Stack, tmp_path: Path) -> None
         [binary, f"--config.file={tmp_path / 'prometheus.yml'}",
          f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    api = f"http://127.0.0.1:{port}/api/v1"
+    return proc, f"http://127.0.0.1:{port}/api/v1"
+
+
+def instant(api: str, expr: str) -> list[dict[str, Any]]:
+    """The series an instant query returns now (fails on a parse or evaluation error)."""
+    result: list[dict[str, Any]] = api_get(
+        f"{api}/query?{urllib.parse.urlencode({'query': expr})}")["result"]
+    return result
+
+
+async def poll(check: Any, what: str, timeout_s: float = 60) -> Any:
+    """Call ``check`` in a thread every second until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            found = await asyncio.to_thread(check)
+            if found:
+                return found
+        await asyncio.sleep(1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def without_comparison(expr: str) -> str:
+    """An alert expression minus its final threshold (``... > 3``, ``... == 0``)."""
+    return re.sub(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.]+\s*$", "", expr.strip())
+
+
+async def test_every_dashboard_query_and_alert_returns_data_from_a_real_prometheus(
+    stack: Stack, exported: set[str], tmp_path: Path,
+) -> None:
+    """A real Prometheus scrapes the stack (shipped jobs, 1 s interval) while two spoken turns
+    run through the orchestrator; then every service is up, every rule evaluates without
+    error, and every dashboard target and every alert expression with its threshold
+    stripped returns at least one series, unless each metric it lacks is in QUIET_METRICS
+    (and declared by a service). Whole alert expressions must parse and evaluate; a healthy
+    stack rightly leaves most of them empty.
+    """
+    proc, api = start_prometheus(stack, tmp_path)
     try:
-        up: dict[str, float] = {}
-        rules: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (len(up) == len(SERVICES) and evaluated(rules)):
-            time.sleep(1)
-            try:
-                up = {r["metric"]["job"]: float(r["value"][1])
-                      for r in api_get(f"{api}/query?query=up")["result"]}
-                rules = [r for g in api_get(f"{api}/rules")["groups"] for r in g["rules"]]
-            except OSError:
-                continue
-        assert up == dict.fromkeys(SERVICES, 1.0), up
-        # Every rule evaluated against the real series without error.
-        assert len(rules) == len(alert_expressions())
+        def all_up() -> bool:
+            up = {r["metric"]["job"]: r["value"][1] for r in instant(api, "up")}
+            return up == dict.fromkeys(SERVICES, "1")
+
+        await poll(all_up, "every service up")
+        # Two turns: the first creates the labelled series, the second moves them, so rates
+        # and quantiles have real values (a series' first sample is no increase).
+        pcm = speak("What time do you open tomorrow?", 16000, tail_silence_ms=2000)
+        async with session(stack) as turn:
+            for n in (1, 2):
+                await turn.stream(pcm)
+                await turn.wait_for("response_done", lambda e, n=n: len(
+                    turn.of("response_done")) >= n)
+                await asyncio.sleep(1.5)  # a scrape between the turns
+        statuses = [e.status for e in turn.of("response_done")]
+        assert statuses == ["completed", "completed"], statuses
+        await poll(lambda: instant(
+            api, "sum(rate(voxmesh_orchestrator_turns_total[1m])) > 0"), "the turn's rate")
+        await poll(lambda: instant(
+            api, 'sum(rate(voxmesh_tts_first_audio_seconds_count[1m])) > 0'), "TTS rates")
+
+        def rules_evaluated() -> list[dict[str, Any]]:
+            rules = [r for g in api_get(f"{api}/rules")["groups"] for r in g["rules"]]
+            return rules if evaluated(rules) else []
+
+        rules = await poll(rules_evaluated, "every rule evaluated")
         assert {r["name"]: r["health"] for r in rules} == dict.fromkeys(
             alert_expressions(), "ok"), rules
+
+        targets = [(f"panel {title!r}", expr.replace("$__rate_interval", RATE_INTERVAL))
+                   for title, expr in dashboard_exprs(json.loads(DASHBOARD.read_text()))]
+        for name, expr in alert_expressions().items():
+            await asyncio.to_thread(instant, api, expr)  # parses and evaluates
+            targets.append((f"alert {name!r} without threshold", without_comparison(expr)))
+        problems = []
+        for what, expr in targets:
+            if await asyncio.to_thread(instant, api, expr):
+                continue
+            silent = {m for m in referenced_metrics(expr)
+                      if not await asyncio.to_thread(instant, api, m)}
+            if not silent or silent - QUIET_METRICS:
+                problems.append(f"{what}: no data from {expr!r} "
+                                f"(no series: {sorted(silent - QUIET_METRICS)})")
+        assert not problems, "\n".join(problems)
+        assert QUIET_METRICS <= exported, sorted(QUIET_METRICS - exported)
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_hpa_metrics_are_served_by_adapter_rules_over_exported_gauges(
+    scrapes: dict[str, str],
+) -> None:
+    """Each Pods metric of prod's HPAs has a prometheus-adapter rule whose series is a gauge
+    the running services export, labelled per pod, and served under the HPA's name."""
+    prod = render(K8S / "overlays" / "prod")
+    wanted = {m["pods"]["metric"]["name"]: hpa["metadata"]["name"]
+              for hpa in by_kind(prod, "HorizontalPodAutoscaler").values()
+              for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
+    assert set(wanted.values()) == {"stt", "tts", "orchestrator"}, wanted
+    adapter = render(K8S / "prometheus-adapter")
+    errors = strictly_valid(adapter)
+    assert not errors, "\n".join(errors)
+    (configmap,) = by_kind(adapter, "ConfigMap").values()
+    assert configmap["metadata"] == configmap["metadata"] | {
+        "name": "adapter-config", "namespace": "monitoring"}
+    gauges = {family.name: service for service, text in scrapes.items()
+              for family in text_string_to_metric_families(text) if family.type == "gauge"}
+    served = {}
+    for rule in yaml.safe_load(configmap["data"]["config.yaml"])["rules"]:
+        match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}", rule["seriesQuery"])
+        assert match, rule["seriesQuery"]
+        series, labels = match.groups()
+        assert {'namespace!=""', 'pod!=""'} <= {s.strip() for s in labels.split(",")}, rule
+        assert rule["resources"]["overrides"] == {
+            "namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}, rule
+        assert "<<.Series>>{<<.LabelMatchers>>}" in rule["metricsQuery"], rule
+        assert "by (<<.GroupBy>>)" in rule["metricsQuery"], rule
+        name = rule.get("name", {})
+        as_name = re.sub(name.get("matches", "^(.*)$"),
+                         name.get("as", "${1}").replace("${1}", r"\1"), series)
+        served[as_name] = series
+    for metric, hpa in wanted.items():
+        assert metric in served, f"HPA {hpa}: no adapter rule serves {metric}"
+        assert gauges.get(served[metric]) == hpa, (
+            f"HPA {hpa}: {served[metric]} is not a gauge exported by {hpa}")
 
 
 # -- Grafana ------------------------------------------------------------------------------------
@@ -353,10 +483,18 @@ def dashboard_exprs(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def test_committed_dashboard_is_the_generators_output() -> None:
-    """voxmesh.json equals what scripts/gen_dashboards.py writes (regenerate after edits)."""
-    generated = load_generator().render()
+    """voxmesh.json and the PrometheusRule equal what scripts/gen_dashboards.py writes
+    (regenerate after edits), and its ``--check`` agrees."""
+    generator = load_generator()
+    generated = generator.render()
     assert json.loads(DASHBOARD.read_text()) == json.loads(generated), (
         "stale dashboard: run python scripts/gen_dashboards.py")
+    for path, text in generator.outputs().items():
+        assert path.read_text() == text, f"stale {path}: run python scripts/gen_dashboards.py"
+    rule = yaml.safe_load(generator.PROMETHEUS_RULE.read_text())
+    alerts = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    assert rule["kind"] == "PrometheusRule" and rule["spec"]["groups"] == alerts["groups"]
+    assert generator.main(["--check"]) == 0
 
 
 def test_dashboard_queries_use_only_exported_metrics(exported: set[str]) -> None:

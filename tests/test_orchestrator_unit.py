@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 
 from services.orchestrator.heard import SpokenSegment, heard_text
 from services.orchestrator.state import TRANSITIONS, IllegalTransition, State, StateMachine
 
+Change = tuple[State, State, str]
+
+
+def recorder(changes: list[Change]) -> Callable[[State, State, str], None]:
+    """An ``on_change`` callback that appends each change to ``changes``."""
+    return lambda old, new, turn_id: changes.append((old, new, turn_id))
+
 
 def test_every_pair_of_states_is_either_allowed_or_rejected() -> None:
     for old, new in itertools.product(State, State):
-        changes: list[tuple[State, State, str]] = []
-        machine = StateMachine(lambda a, b, t, log=changes: log.append((a, b, t)))
+        changes: list[Change] = []
+        machine = StateMachine(recorder(changes))
         machine.state = old
         if new in TRANSITIONS[old]:
             machine.to(new, "turn-1")

@@ -325,3 +325,32 @@ async def test_metrics_show_decode_seconds(stt: Stack) -> None:
     for name in ("voxmesh_stt_active_streams", "voxmesh_stt_queue_depth",
                  "voxmesh_stt_real_time_factor_count", "voxmesh_stt_rejected_total"):
         assert name in text, name
+
+
+async def test_speculative_final_is_sent_before_the_utterance_stops(stt: Stack) -> None:
+    """While VAD still waits for stop_ms, the finished speculative final arrives as a partial
+    that covers the speech end, with the final's exact text (a client may answer on it)."""
+    rate = 16000
+    pcm = speak(QUESTION, rate, tail_silence_ms=1500)
+
+    async def requests() -> AsyncIterator[stt_pb2.StreamingRecognizeRequest]:
+        config = config_request(rate, partials=True)
+        config.config.vad.stop_ms = 1200  # leaves the decode ~1 s to finish first
+        config.config.turn.enable_semantic_turn = False
+        async for request in requests_for(pcm, rate, partials=True, realtime=True):
+            yield config if request.HasField("config") else request
+
+    events = await collect(stt.addr("stt"), requests())
+    order = kinds(events)
+    covering = [i for i, (_, e) in enumerate(events)
+                if e.WhichOneof("event") == "partial" and e.partial.covers_speech_end]
+    assert len(covering) == 1, order
+    assert covering[0] < order.index("speech_stopped"), order
+    assert "partial" not in order[covering[0] + 1:], order  # nothing older overtakes it
+    early = events[covering[0]][1].partial
+    final = of_kind(events, "final")[0].final
+    stopped = of_kind(events, "speech_stopped")[0].speech_stopped
+    assert early.text == final.text and early.is_stable and early.stable_text == early.text
+    assert early.end_offset_ms == stopped.offset_ms == final.end_offset_ms
+    assert not final.covers_speech_end
+    assert word_error_rate(QUESTION, final.text) <= 0.2, final.text

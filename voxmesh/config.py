@@ -78,9 +78,15 @@ class SttSettings(GrpcServiceSettings):
     vad_stop_ms: int = Field(500, description="Silence that ends an utterance.")
     vad_min_speech_ms: int = Field(200, description="Shorter utterances are dropped.")
     partial_interval_ms: int = Field(400, description="How often partials are re-decoded.")
-    final_pad_ms: int = Field(200, description="Trailing silence decoded with each final.")
+    final_pad_ms: int = Field(
+        100, description="Trailing silence decoded with each final; the speculative final "
+        "starts after this much silence.")
     speculative_final: bool = Field(
         True, description="Start the final decode after final_pad_ms of silence, before stop_ms."
+    )
+    window_pad_s: int = Field(
+        3, ge=0, le=30, description="Silence after the audio in Whisper's window, in whole seconds "
+        "(the encoder's cost grows with the window; 30 = Whisper's full window, more accurate)."
     )
     max_batch_size: int = Field(4, ge=1, le=64, description="Utterances decoded in one batch.")
     batch_wait_ms: int = Field(

@@ -32,7 +32,10 @@ DOWNSTREAM_ERRORS = Counter(
 AUDIT_EVENTS = Counter("voxmesh_orchestrator_audit_events_total", "Audit events written to Redis.")
 AUDIT_DROPPED = Counter(
     "voxmesh_orchestrator_audit_dropped_total",
-    "Audit events dropped because the buffer was full (recorded as audit.dropped entries).",
+    "Audit events dropped, by reason: queue_full (the buffer was full) or rejected (Redis "
+    "refused the session's stream, e.g. WRONGTYPE or NOPERM). Recorded as audit.dropped "
+    "entries where the stream takes writes again.",
+    ["reason"],
 )
 AUDIT_BACKLOG = Gauge("voxmesh_orchestrator_audit_backlog", "Audit events waiting to be written.")
 AUDIT_WRITE_ERRORS = Counter(

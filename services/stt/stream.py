@@ -8,7 +8,10 @@ input audio.
 Latency: the final decode of an utterance (the utterance plus ``final_pad_ms`` of
 trailing silence) starts as soon as that much silence is seen, while VAD still
 waits for ``stop_ms``. If speech resumes, that speculative decode is dropped;
-if not, the final is usually ready when speech_stopped is sent.
+if not, the final is usually ready when speech_stopped is sent. A speculative
+decode that finishes before the utterance stops is sent at once as a partial
+with ``covers_speech_end``, so the orchestrator can start an eager reply while
+the turn decision is still pending.
 
 Turns: a turn is one or more utterances. With the semantic model on, the
 Smart Turn model is asked after ``turn_silence_ms`` of silence; "complete" ends
@@ -96,6 +99,8 @@ class _Utterance:
     audio_start: int
     next_partial_at: int
     last_partial: str = ""
+    partial_end: int = 0
+    """End of the audio behind the latest partial sent: an older decode must not follow it."""
     stopped: bool = False
     speculation: _Speculation | None = None
 
@@ -331,9 +336,12 @@ class StreamRecognizer:
             and tracker.silence_samples >= self._pad
             and tracker.speech_end - utterance.speech_start >= self._min_speech
         ):
-            utterance.speculation = _Speculation(
+            speculation = _Speculation(
                 tracker.speech_end, self._start_final_decode(utterance, tracker.speech_end, True)
             )
+            utterance.speculation = speculation
+            speculation.task.add_done_callback(
+                lambda task: self._announce_speculation(utterance, speculation))
 
     def _stop_utterance(self, turn_end: _TurnEnd | None) -> None:
         """End the open utterance; ``turn_end`` None means the turn may go on."""
@@ -391,8 +399,8 @@ class StreamRecognizer:
         except Exception:  # a partial is optional; the final will report a real failure
             log.exception("partial decode failed")
             return
-        if result is None or not result.text or utterance.stopped:
-            return  # no free slot, nothing heard yet, or overtaken by the end of speech
+        if result is None or not result.text or utterance.stopped or end <= utterance.partial_end:
+            return  # no free slot, nothing heard yet, or overtaken by a later decode
         self.events.emit(utterance.id, stt_pb2.StreamingRecognizeResponse(
             partial=stt_pb2.Transcript(
                 utterance_id=utterance.id,
@@ -403,7 +411,36 @@ class StreamRecognizer:
                 decode_ms=result.decode_ms,
                 stable_text=agreed_prefix(utterance.last_partial, result.text),
             )))
+        utterance.last_partial, utterance.partial_end = result.text, end
+
+    def _announce_speculation(self, utterance: _Utterance, speculation: _Speculation) -> None:
+        """Send a finished speculative final as a partial that covers the speech end.
+
+        The turn decision may still be pending (Smart Turn unsure, or its silence
+        not reached yet); a client can start its answer on this text, which
+        becomes the final unless speech resumes. Once the utterance has stopped,
+        the final itself follows instead.
+        """
+        task = speculation.task
+        if (not self._cfg.enable_partials or task.cancelled() or task.exception() is not None
+                or utterance.stopped or utterance.speculation is not speculation):
+            return
+        result = task.result()
+        if result is None or not result.text:
+            return
+        self.events.emit(utterance.id, stt_pb2.StreamingRecognizeResponse(
+            partial=stt_pb2.Transcript(
+                utterance_id=utterance.id,
+                text=result.text,
+                start_offset_ms=offset_ms(utterance.speech_start),
+                end_offset_ms=offset_ms(speculation.speech_end),
+                is_stable=True,
+                decode_ms=result.decode_ms,
+                stable_text=result.text,
+                covers_speech_end=True,
+            )))
         utterance.last_partial = result.text
+        utterance.partial_end = speculation.speech_end + self._pad
 
     def _start_final_decode(
         self, utterance: _Utterance, speech_end: int, speculative: bool

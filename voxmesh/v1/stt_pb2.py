@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from voxmesh.v1 import audio_pb2 as voxmesh_dot_v1_dot_audio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14voxmesh/v1/stt.proto\x12\nvoxmesh.v1\x1a\x16voxmesh/v1/audio.proto\"X\n\tVadConfig\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0f\n\x07stop_ms\x18\x03 \x01(\r\x12\x15\n\rmin_speech_ms\x18\x04 \x01(\r\"\x97\x01\n\nTurnConfig\x12!\n\x14\x65nable_semantic_turn\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1c\n\x14\x63ompletion_threshold\x18\x02 \x01(\x02\x12\x17\n\x0fturn_silence_ms\x18\x03 \x01(\r\x12\x16\n\x0emax_silence_ms\x18\x04 \x01(\rB\x17\n\x15_enable_semantic_turn\"\xf4\x01\n\x11RecognitionConfig\x12-\n\x0c\x61udio_format\x18\x01 \x01(\x0b\x32\x17.voxmesh.v1.AudioFormat\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\x1e\n\x16\x65nable_partial_results\x18\x03 \x01(\x08\x12\x1b\n\x13partial_interval_ms\x18\x04 \x01(\r\x12\"\n\x03vad\x18\x05 \x01(\x0b\x32\x15.voxmesh.v1.VadConfig\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12$\n\x04turn\x18\x07 \x01(\x0b\x32\x16.voxmesh.v1.TurnConfig\"\x98\x01\n\x19StreamingRecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxmesh.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12.\n\x0c\x65nd_of_input\x18\x03 \x01(\x0b\x32\x16.voxmesh.v1.EndOfInputH\x00\x42\t\n\x07request\"8\n\rSpeechStarted\x12\x14\n\x0cutterance_id\x18\x01 \x01(\r\x12\x11\n\toffset_ms\x18\x02 \x01(\r\"8\n\rSpeechStopped\x12\x14\n\x0cutterance_id\x18\x01 \x01(\r\x12\x11\n\toffset_ms\x18\x02 \x01(\r\"\xc2\x01\n\nTranscript\x12\x14\n\x0cutterance_id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x17\n\x0fstart_offset_ms\x18\x03 \x01(\r\x12\x15\n\rend_offset_ms\x18\x04 \x01(\r\x12\x11\n\tis_stable\x18\x05 \x01(\x08\x12%\n\x05words\x18\x06 \x03(\x0b\x32\x16.voxmesh.v1.WordTiming\x12\x11\n\tdecode_ms\x18\x07 \x01(\r\x12\x13\n\x0bstable_text\x18\x08 \x01(\t\"\x7f\n\tEndOfTurn\x12\x14\n\x0cutterance_id\x18\x01 \x01(\r\x12\x11\n\toffset_ms\x18\x02 \x01(\r\x12)\n\x06reason\x18\x03 \x01(\x0e\x32\x19.voxmesh.v1.TurnEndReason\x12\x1e\n\x16\x63ompletion_probability\x18\x04 \x01(\x02\"\x91\x02\n\x1aStreamingRecognizeResponse\x12\x33\n\x0espeech_started\x18\x01 \x01(\x0b\x32\x19.voxmesh.v1.SpeechStartedH\x00\x12\x33\n\x0espeech_stopped\x18\x02 \x01(\x0b\x32\x19.voxmesh.v1.SpeechStoppedH\x00\x12)\n\x07partial\x18\x03 \x01(\x0b\x32\x16.voxmesh.v1.TranscriptH\x00\x12\'\n\x05\x66inal\x18\x04 \x01(\x0b\x32\x16.voxmesh.v1.TranscriptH\x00\x12,\n\x0b\x65nd_of_turn\x18\x05 \x01(\x0b\x32\x15.voxmesh.v1.EndOfTurnH\x00\x42\x07\n\x05\x65vent\"P\n\x10RecognizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxmesh.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"Z\n\x11RecognizeResponse\x12*\n\ntranscript\x18\x01 \x01(\x0b\x32\x16.voxmesh.v1.Transcript\x12\x19\n\x11\x61udio_duration_ms\x18\x02 \x01(\r*\xae\x01\n\rTurnEndReason\x12\x1f\n\x1bTURN_END_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18TURN_END_REASON_SEMANTIC\x10\x01\x12\x1b\n\x17TURN_END_REASON_SILENCE\x10\x02\x12\x1f\n\x1bTURN_END_REASON_MAX_SILENCE\x10\x03\x12 \n\x1cTURN_END_REASON_END_OF_INPUT\x10\x04\x32\xc1\x01\n\x0cSpeechToText\x12g\n\x12StreamingRecognize\x12%.voxmesh.v1.StreamingRecognizeRequest\x1a&.voxmesh.v1.StreamingRecognizeResponse(\x01\x30\x01\x12H\n\tRecognize\x12\x1c.voxmesh.v1.RecognizeRequest\x1a\x1d.voxmesh.v1.RecognizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14voxmesh/v1/stt.proto\x12\nvoxmesh.v1\x1a\x16voxmesh/v1/audio.proto\"X\n\tVadConfig\x12\x11\n\tthreshold\x18\x01 \x01(\x02\x12\x10\n\x08start_ms\x18\x02 \x01(\r\x12\x0f\n\x07stop_ms\x18\x03 \x01(\r\x12\x15\n\rmin_speech_ms\x18\x04 \x01(\r\"\x97\x01\n\nTurnConfig\x12!\n\x14\x65nable_semantic_turn\x18\x01 \x01(\x08H\x00\x88\x01\x01\x12\x1c\n\x14\x63ompletion_threshold\x18\x02 \x01(\x02\x12\x17\n\x0fturn_silence_ms\x18\x03 \x01(\r\x12\x16\n\x0emax_silence_ms\x18\x04 \x01(\rB\x17\n\x15_enable_semantic_turn\"\xf4\x01\n\x11RecognitionConfig\x12-\n\x0c\x61udio_format\x18\x01 \x01(\x0b\x32\x17.voxmesh.v1.AudioFormat\x12\x15\n\rlanguage_code\x18\x02 \x01(\t\x12\x1e\n\x16\x65nable_partial_results\x18\x03 \x01(\x08\x12\x1b\n\x13partial_interval_ms\x18\x04 \x01(\r\x12\"\n\x03vad\x18\x05 \x01(\x0b\x32\x15.voxmesh.v1.VadConfig\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12$\n\x04turn\x18\x07 \x01(\x0b\x32\x16.voxmesh.v1.TurnConfig\"\x98\x01\n\x19StreamingRecognizeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxmesh.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12.\n\x0c\x65nd_of_input\x18\x03 \x01(\x0b\x32\x16.voxmesh.v1.EndOfInputH\x00\x42\t\n\x07request\"8\n\rSpeechStarted\x12\x14\n\x0cutterance_id\x18\x01 \x01(\r\x12\x11\n\toffset_ms\x18\x02 \x01(\r\"8\n\rSpeechStopped\x12\x14\n\x0cutterance_id\x18\x01 \x01(\r\x12\x11\n\toffset_ms\x18\x02 \x01(\r\"\xdd\x01\n\nTranscript\x12\x14\n\x0cutterance_id\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x17\n\x0fstart_offset_ms\x18\x03 \x01(\r\x12\x15\n\rend_offset_ms\x18\x04 \x01(\r\x12\x11\n\tis_stable\x18\x05 \x01(\x08\x12%\n\x05words\x18\x06 \x03(\x0b\x32\x16.voxmesh.v1.WordTiming\x12\x11\n\tdecode_ms\x18\x07 \x01(\r\x12\x13\n\x0bstable_text\x18\x08 \x01(\t\x12\x19\n\x11\x63overs_speech_end\x18\t \x01(\x08\"\x7f\n\tEndOfTurn\x12\x14\n\x0cutterance_id\x18\x01 \x01(\r\x12\x11\n\toffset_ms\x18\x02 \x01(\r\x12)\n\x06reason\x18\x03 \x01(\x0e\x32\x19.voxmesh.v1.TurnEndReason\x12\x1e\n\x16\x63ompletion_probability\x18\x04 \x01(\x02\"\x91\x02\n\x1aStreamingRecognizeResponse\x12\x33\n\x0espeech_started\x18\x01 \x01(\x0b\x32\x19.voxmesh.v1.SpeechStartedH\x00\x12\x33\n\x0espeech_stopped\x18\x02 \x01(\x0b\x32\x19.voxmesh.v1.SpeechStoppedH\x00\x12)\n\x07partial\x18\x03 \x01(\x0b\x32\x16.voxmesh.v1.TranscriptH\x00\x12\'\n\x05\x66inal\x18\x04 \x01(\x0b\x32\x16.voxmesh.v1.TranscriptH\x00\x12,\n\x0b\x65nd_of_turn\x18\x05 \x01(\x0b\x32\x15.voxmesh.v1.EndOfTurnH\x00\x42\x07\n\x05\x65vent\"P\n\x10RecognizeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxmesh.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"Z\n\x11RecognizeResponse\x12*\n\ntranscript\x18\x01 \x01(\x0b\x32\x16.voxmesh.v1.Transcript\x12\x19\n\x11\x61udio_duration_ms\x18\x02 \x01(\r*\xae\x01\n\rTurnEndReason\x12\x1f\n\x1bTURN_END_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18TURN_END_REASON_SEMANTIC\x10\x01\x12\x1b\n\x17TURN_END_REASON_SILENCE\x10\x02\x12\x1f\n\x1bTURN_END_REASON_MAX_SILENCE\x10\x03\x12 \n\x1cTURN_END_REASON_END_OF_INPUT\x10\x04\x32\xc1\x01\n\x0cSpeechToText\x12g\n\x12StreamingRecognize\x12%.voxmesh.v1.StreamingRecognizeRequest\x1a&.voxmesh.v1.StreamingRecognizeResponse(\x01\x30\x01\x12H\n\tRecognize\x12\x1c.voxmesh.v1.RecognizeRequest\x1a\x1d.voxmesh.v1.RecognizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxmesh.v1.stt_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TURNENDREASON']._serialized_start=1599
-  _globals['_TURNENDREASON']._serialized_end=1773
+  _globals['_TURNENDREASON']._serialized_start=1626
+  _globals['_TURNENDREASON']._serialized_end=1800
   _globals['_VADCONFIG']._serialized_start=60
   _globals['_VADCONFIG']._serialized_end=148
   _globals['_TURNCONFIG']._serialized_start=151
@@ -47,15 +47,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPEECHSTOPPED']._serialized_start=764
   _globals['_SPEECHSTOPPED']._serialized_end=820
   _globals['_TRANSCRIPT']._serialized_start=823
-  _globals['_TRANSCRIPT']._serialized_end=1017
-  _globals['_ENDOFTURN']._serialized_start=1019
-  _globals['_ENDOFTURN']._serialized_end=1146
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=1149
-  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=1422
-  _globals['_RECOGNIZEREQUEST']._serialized_start=1424
-  _globals['_RECOGNIZEREQUEST']._serialized_end=1504
-  _globals['_RECOGNIZERESPONSE']._serialized_start=1506
-  _globals['_RECOGNIZERESPONSE']._serialized_end=1596
-  _globals['_SPEECHTOTEXT']._serialized_start=1776
-  _globals['_SPEECHTOTEXT']._serialized_end=1969
+  _globals['_TRANSCRIPT']._serialized_end=1044
+  _globals['_ENDOFTURN']._serialized_start=1046
+  _globals['_ENDOFTURN']._serialized_end=1173
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_start=1176
+  _globals['_STREAMINGRECOGNIZERESPONSE']._serialized_end=1449
+  _globals['_RECOGNIZEREQUEST']._serialized_start=1451
+  _globals['_RECOGNIZEREQUEST']._serialized_end=1531
+  _globals['_RECOGNIZERESPONSE']._serialized_start=1533
+  _globals['_RECOGNIZERESPONSE']._serialized_end=1623
+  _globals['_SPEECHTOTEXT']._serialized_start=1803
+  _globals['_SPEECHTOTEXT']._serialized_end=1996
 # @@protoc_insertion_point(module_scope)

@@ -90,7 +90,7 @@ class SpeechStopped(_message.Message):
     def __init__(self, utterance_id: _Optional[int] = ..., offset_ms: _Optional[int] = ...) -> None: ...
 
 class Transcript(_message.Message):
-    __slots__ = ("utterance_id", "text", "start_offset_ms", "end_offset_ms", "is_stable", "words", "decode_ms", "stable_text")
+    __slots__ = ("utterance_id", "text", "start_offset_ms", "end_offset_ms", "is_stable", "words", "decode_ms", "stable_text", "covers_speech_end")
     UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     START_OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,7 @@ class Transcript(_message.Message):
     WORDS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     STABLE_TEXT_FIELD_NUMBER: _ClassVar[int]
+    COVERS_SPEECH_END_FIELD_NUMBER: _ClassVar[int]
     utterance_id: int
     text: str
     start_offset_ms: int
@@ -107,7 +108,8 @@ class Transcript(_message.Message):
     words: _containers.RepeatedCompositeFieldContainer[_audio_pb2.WordTiming]
     decode_ms: int
     stable_text: str
-    def __init__(self, utterance_id: _Optional[int] = ..., text: _Optional[str] = ..., start_offset_ms: _Optional[int] = ..., end_offset_ms: _Optional[int] = ..., is_stable: bool = ..., words: _Optional[_Iterable[_Union[_audio_pb2.WordTiming, _Mapping]]] = ..., decode_ms: _Optional[int] = ..., stable_text: _Optional[str] = ...) -> None: ...
+    covers_speech_end: bool
+    def __init__(self, utterance_id: _Optional[int] = ..., text: _Optional[str] = ..., start_offset_ms: _Optional[int] = ..., end_offset_ms: _Optional[int] = ..., is_stable: bool = ..., words: _Optional[_Iterable[_Union[_audio_pb2.WordTiming, _Mapping]]] = ..., decode_ms: _Optional[int] = ..., stable_text: _Optional[str] = ..., covers_speech_end: bool = ...) -> None: ...
 
 class EndOfTurn(_message.Message):
     __slots__ = ("utterance_id", "offset_ms", "reason", "completion_probability")

@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 
 from services.orchestrator.audit_verify import verify
 from services.orchestrator.session import APOLOGY
+from services.orchestrator.speech import same_words
 from tests.fake_openai import FakeOpenAI
 from tests.support import speak
 from tests.test_e2e import STORY, audit_entries, wait_for_audit
@@ -62,6 +63,20 @@ def hesitant_stack(stack_factory: Any, stack: Stack) -> Stack:
                          extra_env={
                              "VOXMESH_STT_TURN_COMPLETION_THRESHOLD": "0.999",
                              "VOXMESH_STT_TURN_MAX_SILENCE_MS": "1500",
+                             "VOXMESH_ORCHESTRATOR_LLM_ADDR": stack.addr("llm"),
+                             "VOXMESH_ORCHESTRATOR_TTS_ADDR": stack.addr("tts")})
+
+
+@pytest.fixture(scope="module")
+def patient_stack(stack_factory: Any, stack: Stack) -> Stack:
+    """An STT that ends utterances only after 1.5 s of silence and never judges a turn
+    complete: the speculative final is done long before, as a partial covering the speech
+    end, and a pause of 0.7 s does not split the utterance."""
+    return stack_factory(services=("stt", "orchestrator"), redis_url=stack.redis_url,
+                         extra_env={
+                             "VOXMESH_STT_VAD_STOP_MS": "1500",
+                             "VOXMESH_STT_TURN_COMPLETION_THRESHOLD": "0.999",
+                             "VOXMESH_STT_TURN_MAX_SILENCE_MS": "1800",
                              "VOXMESH_ORCHESTRATOR_LLM_ADDR": stack.addr("llm"),
                              "VOXMESH_ORCHESTRATOR_TTS_ADDR": stack.addr("tts")})
 
@@ -147,6 +162,50 @@ async def test_an_eager_reply_is_withdrawn_when_the_user_goes_on_and_committed_a
     assert sent == {done.turn_id} and not sent & withdrawn
     users = [m["content"] for m in fake_llm.requests[-1]["messages"] if m["role"] == "user"]
     assert len(users) == 1 and "monday" in users[0].lower()
+
+
+async def test_an_eager_reply_starts_on_the_speculative_final_before_the_utterance_stops(
+        patient_stack: Stack, stack: Stack) -> None:
+    pcm = speak("Can I book an oil change for Monday morning?", 16000, tail_silence_ms=2500)
+    async with session(patient_stack) as s:
+        await s.stream(pcm)
+        done = await s.wait_for("response_done")
+
+    entries = await wait_for_audit(stack, s.session_id, "session.end")
+    types = [e["type"] for e in entries]
+    eager = next(e for e in entries if e["type"] == "turn.eager_start")
+    # The reply was under way while VAD still waited for 1.5 s of silence.
+    assert types.index("transcript.partial") < types.index("turn.eager_start")
+    assert types.index("turn.eager_start") < types.index("speech_stopped")
+    assert "turn.eager_discarded" not in types
+    started = next(e for e in entries if e["type"] == "turn.start")
+    assert started["turn_id"] == eager["turn_id"] == done.turn_id and done.status == "completed"
+    assert started["data"]["eager"] is True and started["data"]["head_start_ms"] > 0
+    final = next(e for e in entries if e["type"] == "transcript.final")
+    assert same_words(eager["data"]["text"], final["data"]["text"])
+
+
+async def test_an_eager_reply_is_withdrawn_when_speech_resumes_within_the_utterance(
+        patient_stack: Stack, stack: Stack, fake_llm: FakeOpenAI) -> None:
+    first = speak("I would like to book an oil change for", 16000, tail_silence_ms=700)
+    second = speak("Monday morning please.", 16000, lead_silence_ms=0, tail_silence_ms=2500)
+    async with session(patient_stack) as s:
+        await s.stream(first + second)
+        done = await s.wait_for("response_done")
+
+    entries = await wait_for_audit(stack, s.session_id, "session.end")
+    types = [e["type"] for e in entries]
+    assert types.count("speech_started") == 1, types  # one utterance, paused in the middle
+    discarded = [e for e in entries if e["type"] == "turn.eager_discarded"]
+    assert discarded and discarded[0]["data"]["reason"] == "speech_resumed"
+    assert "book" in discarded[0]["data"]["text"].lower()
+    assert "monday" not in discarded[0]["data"]["text"].lower()
+    started = next(e for e in entries if e["type"] == "turn.start")
+    assert started["turn_id"] == done.turn_id and "monday" in started["data"]["text"].lower()
+    sent = {e.turn_id for e in s.of("response_text")} | {e.turn_id for e in s.of("audio")}
+    assert sent == {done.turn_id}
+    users = [m["content"] for m in fake_llm.requests[-1]["messages"] if m["role"] == "user"]
+    assert "monday" in users[-1].lower() and "book" in users[-1].lower()
 
 
 async def speaking_story(s: Session) -> str:

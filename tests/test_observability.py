@@ -55,9 +55,6 @@ K8S = ROOT / "deploy" / "k8s"
 #: uses none), the gateway (the turn goes straight to the orchestrator). A query that returns
 #: nothing must reference one of these; each must still be declared on some /metrics.
 QUIET_METRICS = {
-    "voxmesh_orchestrator_barge_ins_total", "voxmesh_orchestrator_eager_turns_total",
-    "voxmesh_orchestrator_downstream_errors_total", "voxmesh_orchestrator_audit_dropped_total",
-    "voxmesh_stt_rejected_total",
     "voxmesh_tts_fallbacks_total", "voxmesh_tts_rejected_total",
     "voxmesh_llm_upstream_errors_total", "voxmesh_llm_routes_total",
     "voxmesh_llm_tool_calls_total", "voxmesh_llm_retrievals_total",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -35,9 +36,27 @@ class LaunchError(RuntimeError):
     """A process of the stack failed to start; the message says which and why."""
 
 
+# Below Linux's ephemeral range (32768-60999): a port the kernel picked with bind(0) can be
+# reused as the source port of an outgoing connection before our server binds it.
+_PICK_RANGE = (20_000, 32_000)
+_handed_out: set[int] = set()
+_rng = random.SystemRandom()  # immune to tests seeding the global generator
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free right now on ``host``."""
-    with socket.socket() as sock:
+    """Return a TCP port that is free right now on ``host`` and not handed out before."""
+    for _ in range(200):
+        port = _rng.randint(*_PICK_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 

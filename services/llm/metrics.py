@@ -97,3 +97,8 @@ def count_tokens(agent: str, usage: CompletionUsage | None, content_chunks: int)
         TOKENS.labels(agent, "completion").inc(usage.completion_tokens)
     elif content_chunks:
         TOKENS.labels(agent, "completion_chunks").inc(content_chunks)
+
+
+# Series for every turn outcome from the start: error-rate alerts read 0, not "no data".
+for _status in ("completed", "cancelled", "failed"):
+    TURNS.labels(_status)

@@ -46,3 +46,14 @@ AUDIT_CHAIN_RESUMES = Counter(
     "voxmesh_orchestrator_audit_chain_resumes_total",
     "Sessions whose audit hash chain was continued from an existing stream.",
 )
+
+# Series for every known label value from the start: alerts and dashboards then read 0,
+# not "no data", before the first event.
+for _outcome in ("committed", "discarded"):
+    EAGER_TURNS.labels(_outcome)
+for _outcome in ("interrupted", "ignored"):
+    BARGE_INS.labels(_outcome)
+for _service in ("stt", "llm", "tts"):
+    DOWNSTREAM_ERRORS.labels(_service)
+for _reason in ("queue_full", "rejected"):
+    AUDIT_DROPPED.labels(_reason)

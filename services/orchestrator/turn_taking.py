@@ -64,6 +64,10 @@ class TurnTaking(Replies):
                 await self._maybe_start_eager(self.pending_user_text)
             else:
                 self.partial_text, self.partial_stable = text, transcript.is_stable
+                if self.eager is not None and not transcript.covers_speech_end:
+                    # Partials are decoded only while speech goes on: the pause the eager
+                    # reply started in was not the end of the utterance.
+                    await self._discard(self.eager, "speech_resumed")
             self.send(transcript=pb.TranscriptEvent(
                 role=pb.ROLE_USER, text=transcript.text, is_final=is_final,
                 turn_id=self.next_turn_id))

@@ -42,3 +42,9 @@ TURN_MODEL_AVAILABLE = Gauge(
     "voxmesh_stt_turn_model_available",
     "1 when the Smart Turn model is loaded, 0 when turns end on silence only.",
 )
+
+# Series for every known label value from the start: alerts read 0, not "no data".
+for _reason in ("partial_skipped", "queue_full"):
+    REJECTED.labels(reason=_reason)
+for _decision in ("complete", "incomplete", "timeout"):
+    TURN_DECISIONS.labels(decision=_decision)

@@ -1,9 +1,11 @@
-"""Pure logic of the STT stream: the stable prefix two consecutive partials agree on."""
+"""Pure logic of the STT service: the stable prefix two consecutive partials agree on, and
+which decoded segments hold speech of the audio."""
 
 from __future__ import annotations
 
 import pytest
 
+from services.stt.engine import spoken_segments
 from services.stt.stream import agreed_prefix
 
 
@@ -20,3 +22,17 @@ from services.stt.stream import agreed_prefix
 )
 def test_agreed_prefix(previous: str, current: str, stable: str) -> None:
     assert agreed_prefix(previous, current) == stable
+
+
+def _segment(text: str, start: float, no_speech: float = 0.0, logprob: float = -0.2) -> dict:
+    return {"text": text, "start": start, "end": start + 1.0,
+            "no_speech_prob": no_speech, "avg_logprob": logprob}
+
+
+def test_spoken_segments_drop_silence_and_what_starts_after_the_audio() -> None:
+    said = _segment(" Do I need an appointment?", 0.2)
+    repeated = _segment(" Do I need an appointment?", 3.1)  # in the window's added silence
+    noise = _segment(" Thank you.", 1.0, no_speech=0.9, logprob=-1.5)
+    assert spoken_segments([said, noise, repeated], audio_s=3.0) == [said]
+    late_but_inside = _segment(" Bye.", 2.5)
+    assert spoken_segments([said, late_but_inside], audio_s=3.0) == [said, late_but_inside]

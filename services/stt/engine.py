@@ -27,6 +27,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from faster_whisper import WhisperModel
@@ -53,6 +54,8 @@ _FRAMES_PER_SECOND = SAMPLE_RATE // _HOP_SAMPLES
 # faster-whisper's defaults: a window whose decode looks like this is silence, not words.
 _NO_SPEECH_THRESHOLD = 0.6
 _LOG_PROB_THRESHOLD = -1.0
+# A segment must start at least this long before the audio's end to hold any of its speech.
+_LAST_SEGMENT_MIN_S = 0.1
 _PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 _APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -205,10 +208,7 @@ class WhisperEngine:
         for audio, segments in zip(audios, outputs, strict=True):
             texts: list[str] = []
             words: list[Word] = []
-            for segment in segments:
-                if (segment["no_speech_prob"] > _NO_SPEECH_THRESHOLD
-                        and segment["avg_logprob"] < _LOG_PROB_THRESHOLD):
-                    continue  # what the sequential path skips as silence
+            for segment in spoken_segments(segments, len(audio) / SAMPLE_RATE):
                 texts.append(segment["text"])
                 for w in segment.get("words") or ():
                     if w["word"].strip():
@@ -225,6 +225,22 @@ class WhisperEngine:
         """Mel frames of the window for a batch whose longest clip has ``longest_samples``."""
         seconds = math.ceil(longest_samples / SAMPLE_RATE) + self._settings.window_pad_s
         return min(seconds, _WINDOW_SAMPLES // SAMPLE_RATE) * _FRAMES_PER_SECOND
+
+
+def spoken_segments(segments: list[dict[str, Any]], audio_s: float) -> list[dict[str, Any]]:
+    """The segments of one decoded window that hold speech of the audio.
+
+    Dropped: what the sequential path skips as silence, and segments that start after
+    the audio ended: nothing was said in the silence the window adds, and a short window
+    sometimes makes Whisper repeat the utterance there ("Do I need an appointment for a
+    wheel alignment? Do I need an appointment for...", bench/stt.py, hibari).
+    """
+    return [
+        segment for segment in segments
+        if not (segment["no_speech_prob"] > _NO_SPEECH_THRESHOLD
+                and segment["avg_logprob"] < _LOG_PROB_THRESHOLD)
+        and segment["start"] < audio_s - _LAST_SEGMENT_MIN_S
+    ]
 
 
 def _max_new_tokens(audio_s: float) -> int:

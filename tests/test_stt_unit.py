@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.stt.engine import spoken_segments
+from services.stt.engine import runs_past_audio, spoken_segments
 from services.stt.stream import agreed_prefix
 
 
@@ -36,3 +36,14 @@ def test_spoken_segments_drop_silence_and_what_starts_after_the_audio() -> None:
     assert spoken_segments([said, noise, repeated], audio_s=3.0) == [said]
     late_but_inside = _segment(" Bye.", 2.5)
     assert spoken_segments([said, late_but_inside], audio_s=3.0) == [said, late_but_inside]
+
+
+def test_a_transcript_that_runs_past_its_audio_is_flagged() -> None:
+    # Whisper's window padding made it repeat a 2.49 s question up to 2.98 s (bench/stt.py).
+    repeated = _segment(" Do I need an appointment? Do I need an appointment? Do", 0.0)
+    repeated["end"] = 2.98
+    assert runs_past_audio([repeated], audio_s=2.49)
+    # Timestamps a little past the end are ordinary (up to 0.26 s on the bench corpus).
+    ordinary = _segment(" Do I need an appointment?", 0.0)
+    ordinary["end"] = 2.70
+    assert not runs_past_audio([ordinary], audio_s=2.49)

@@ -43,6 +43,12 @@ TURN_MODEL_AVAILABLE = Gauge(
     "1 when the Smart Turn model is loaded, 0 when turns end on silence only.",
 )
 
+FULL_WINDOW_RETRIES = Counter(
+    "voxmesh_stt_full_window_retries_total",
+    "Decodes redone with Whisper's full 30 s window because the short window's transcript "
+    "ran past the audio.",
+)
+
 # Series for every known label value from the start: alerts read 0, not "no data".
 for _reason in ("partial_skipped", "queue_full"):
     REJECTED.labels(reason=_reason)

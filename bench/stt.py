@@ -362,8 +362,9 @@ def report(clips: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "## Real-time factor (Recognize, one clip at a time)",
         "",
         f"Each clip up to its last voiced sample plus {RECOGNIZE_TAIL_MS} ms "
-        f"(plus {LEAD_MS} ms lead silence). Whisper pads every decode to 30 s, so short "
-        "clips pay a fixed floor.",
+        f"(plus {LEAD_MS} ms lead silence). Whisper's window is the clip plus "
+        "`window_pad_s` of silence; a transcript that runs past its audio is decoded again "
+        "with the full 30 s window (the max).",
         "",
         STATS_HEADER.format("measure"),
         stats_row("RTF decode_ms / audio_ms", [c["recognize_decode_ms"] / c["recognize_audio_ms"]

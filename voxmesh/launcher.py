@@ -194,6 +194,8 @@ class Stack:
         log_path = self.state_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "wb")  # noqa: SIM115 - handed to the child
+        if argv[1:2] == ["-m"]:  # Python parts stop by themselves if the launcher dies
+            argv = [argv[0], "-m", "voxmesh.leash", *argv[2:]]
         popen = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, env=self._env(),
             cwd=Path(__file__).resolve().parent.parent, start_new_session=True,

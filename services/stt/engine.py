@@ -14,10 +14,9 @@ grows faster than linearly with the window (tiny.en on 2 cores: 244 ms for
 30 s, 32 ms for 10 s). The window ends ``window_pad_s`` whole seconds after the
 audio, filled with real silence (zero samples before the log-mel, as the
 sequential path does; faster-whisper's batched path pads the features with
-zeros, which is not what silence looks like to the model). Measured on 27
-espeak-ng clips (tiny.en, greedy): 30 s of silence 14.7% WER, ~430 ms per
-final; 3 s of silence 20-21%, ~95 ms; faster-whisper's batched 30 s padding
-21-23%, ~425 ms. With no silence after the audio the model drops words (35%).
+zeros, which is not what silence looks like to the model). ``bench/stt_window.py``
+(27 espeak-ng clips cut like streamed finals, tiny.en greedy): 30 s, 17.0% WER and
+394 ms per decode at the median; 3 s, 24.2% and 80 ms; 1 s, 30.2% and 71 ms.
 The default buys the latency; ``window_pad_s=30`` buys the accuracy.
 """
 

@@ -32,6 +32,10 @@ def main() -> None:
         port=settings.port,
         loop="asyncio",  # grpc.aio runs on the standard event loop
         http=guarded_http(settings.handshake_timeout_s),  # slowloris: 408 on slow headers
+        # X-Forwarded-For/-Proto only from the configured proxies (uvicorn's default would be
+        # loopback, or $FORWARDED_ALLOW_IPS); the client is the right-most untrusted address.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes * HARD_FRAME_FACTOR,
         ws_per_message_deflate=False,  # PCM hardly compresses; deflate would only cost CPU

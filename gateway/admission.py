@@ -2,10 +2,11 @@
 
 ``POST /v1/sessions`` trades the API key (``Authorization: Bearer``) for a session
 token; ``/v1/realtime?token=`` checks the browser's origin, the token and the
-per-IP and per-key connection caps before the relay starts. Rejected WebSockets
-are accepted and closed at once with a 44xx code and a reason, because a browser
-sees nothing of an HTTP error returned to its handshake. Tokens and keys are never
-logged; a key is named by :func:`gateway.auth.key_id` only.
+per-IP, per-key and per-user connection caps before the relay starts (the IP is the
+peer's, or the one a trusted proxy forwarded: ``VOXMESH_GATEWAY_TRUSTED_PROXIES``).
+Rejected WebSockets are accepted and closed at once with a 44xx code and a reason,
+because a browser sees nothing of an HTTP error returned to its handshake. Tokens and
+keys are never logged; a key is named by :func:`gateway.auth.key_id` only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from fastapi import Request, WebSocket
 from fastapi.responses import JSONResponse
+from starlette.requests import HTTPConnection
 
 from gateway import metrics
 from gateway.auth import (
@@ -30,7 +32,7 @@ from gateway.auth import (
     page_key,
     same_secret,
 )
-from gateway.limits import ConnectionLimiter, OriginPolicy, is_loopback_host
+from gateway.limits import ConnectionLimiter, OriginPolicy, is_loopback_host, is_loopback_peer
 from gateway.protocol import CloseCode
 from voxmesh.config import GatewaySettings
 
@@ -68,24 +70,35 @@ class Gatekeeper:
         self.origins = OriginPolicy(settings.allowed_origins)
         self.per_ip = ConnectionLimiter(settings.max_connections_per_ip)
         self.per_key = ConnectionLimiter(settings.max_connections_per_key)
+        self.per_user = ConnectionLimiter(settings.max_connections_per_user)
         self._api_key = settings.api_key.get_secret_value()
         self._key_id = key_id(self._api_key)
         self._page_key = page_key(self._api_key) if settings.page_key_enabled else ""
 
     # -- tokens ---------------------------------------------------------------------------
 
-    def page_key_for(self, host_header: str) -> str:
-        """The page key to embed in the page served for ``Host: host_header``, or "".
+    def page_key_for(self, request: HTTPConnection) -> str:
+        """The page key for this request (the page load, or ``POST /v1/sessions`` with it), or "".
 
-        Only loopback hosts and origins named in ``allowed_origins`` get it: a DNS
-        rebinding page (evil.example resolving to 127.0.0.1) asks with its own host name.
+        It goes only to requests that pass the origin check, are not cross-site
+        (``Sec-Fetch-Site``), and either name an origin listed in ``allowed_origins`` as their
+        ``Host`` or come from this machine: a loopback ``Host`` *and* a loopback peer (after
+        trusted proxies are resolved). A DNS-rebinding page (evil.example resolving to
+        127.0.0.1) asks with its own host name; a remote client that sends
+        ``Host: localhost`` to a gateway on 0.0.0.0 is not a loopback peer.
         """
         if not self._page_key:
             return ""
-        if is_loopback_host(host_header) or any(
-                self.origins.lists(f"{scheme}://{host_header}") for scheme in ("http", "https")):
-            return self._page_key
-        return ""
+        headers = request.headers
+        if headers.get("sec-fetch-site", "").lower() == "cross-site":
+            return ""
+        host = headers.get("host", "")
+        if not self.origins.allows(headers.get("origin"), host, request.url.scheme):
+            return ""
+        listed = any(self.origins.lists(f"{scheme}://{host}") for scheme in ("http", "https"))
+        local = is_loopback_host(host) and is_loopback_peer(
+            request.client.host if request.client else "")
+        return self._page_key if listed or local else ""
 
     async def session_request_body(self, request: Request) -> dict[str, Any]:
         """The optional JSON body of ``POST /v1/sessions`` (``{"user_id": ...}``)."""
@@ -131,7 +144,7 @@ class Gatekeeper:
         is_page_key = bool(self._page_key) and same_secret(given, self._page_key)
         if is_api_key:
             subject = self._key_id
-        elif is_page_key and self.page_key_for(host):
+        elif is_page_key and self.page_key_for(request):
             if user_id:
                 raise Rejection(403, "forbidden", "user_id: only the API key can vouch for a user")
             subject = PAGE_SUBJECT
@@ -166,6 +179,11 @@ class Gatekeeper:
             raise Rejection(429, "too_many_connections",
                             f"this key already has {self.per_key.limit} connections",
                             CloseCode.TOO_MANY_CONNECTIONS)
+        user = _user(claims)
+        if user and self.per_user.full(user):
+            raise Rejection(429, "too_many_connections",
+                            f"this user already has {self.per_user.limit} connections",
+                            CloseCode.TOO_MANY_CONNECTIONS)
         return claims
 
     async def refuse(self, ws: WebSocket, rejection: Rejection) -> None:
@@ -179,12 +197,21 @@ class Gatekeeper:
 
     @contextmanager
     def hold(self, ws: WebSocket, claims: Claims) -> Iterator[None]:
-        """Count the connection against its IP's and its key's caps while the block runs."""
+        """Count the connection against its IP's, key's and user's caps while the block runs."""
         with ExitStack() as stack:
             stack.enter_context(self.per_ip.hold(ws.client.host if ws.client else "unknown"))
             stack.enter_context(self.per_key.hold(claims.subject))
+            user = _user(claims)
+            if user:
+                stack.enter_context(self.per_user.hold(user))
             yield
 
     def _rejected(self, reason: str) -> None:
         metrics.REJECTIONS.labels(reason).inc()
         log.info("rejected a request", extra={"reason": reason})
+
+
+def _user(claims: Claims) -> str:
+    """Whom the per-user cap counts: the token's user within its key; "" when the token names
+    none (the per-IP cap then applies alone)."""
+    return f"{claims.subject}/{claims.user_id}" if claims.user_id else ""

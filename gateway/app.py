@@ -8,17 +8,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import grpc
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.admission import Gatekeeper, Rejection
-from gateway.limits import SharedBuckets
+from gateway.limits import FairShares
 from gateway.protocol import CloseCode
 from gateway.relay import Limits, Relay
 from voxmesh.config import GatewaySettings
+from voxmesh.tls import open_aio_channel
 from voxmesh.v1 import orchestrator_pb2_grpc
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -56,13 +56,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """
     settings = settings or GatewaySettings()
     gatekeeper = Gatekeeper(settings)
-    key_rates = SharedBuckets(settings.key_messages_per_s, settings.key_message_burst)
+    # Each key's frame budget, split fairly over its open connections.
+    key_rates = FairShares(settings.key_messages_per_s, settings.key_message_burst)
     relays: set[Relay] = set()  # live connections, only so that drain() can reach them
     page_html = (STATIC_DIR / "index.html").read_text()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        channel = grpc.aio.insecure_channel(settings.orchestrator_addr, options=channel_options())
+        channel = open_aio_channel(settings.orchestrator_addr, options=channel_options())
         app.state.stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
         try:
             yield
@@ -77,7 +78,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page(request: Request) -> HTMLResponse:
-        key = gatekeeper.page_key_for(request.headers.get("host", ""))
+        key = gatekeeper.page_key_for(request)
         html = page_html.replace(SESSION_KEY_SLOT, f'data-session-key="{key}"', 1)
         return HTMLResponse(html, headers=PAGE_HEADERS)
 
@@ -120,9 +121,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             audio_rate_margin=settings.audio_rate_margin, audio_burst_s=settings.audio_burst_s,
             start_timeout_s=settings.start_timeout_s, idle_timeout_s=settings.idle_timeout_s,
             send_queue_bytes=settings.send_queue_bytes,
-            close_grace_s=settings.ping_timeout_s, user_id=claims.user_id)
+            close_grace_s=settings.ping_timeout_s, token_grace_s=settings.token_grace_s)
         with gatekeeper.hold(ws, claims), key_rates.hold(claims.subject) as key_frames:
-            relay = Relay(ws, app.state.stub, limits, key_frames)
+            relay = Relay(ws, app.state.stub, limits, key_frames, claims=claims,
+                          tokens=gatekeeper.tokens)
             relays.add(relay)
             try:
                 await relay.run()

@@ -23,6 +23,8 @@ from voxmesh.config import GatewaySettings
 ALGORITHM = "HS256"
 PAGE_SUBJECT = "page"
 """The ``sub`` of tokens bought with the page key rather than the API key."""
+AUDIENCE = "voxmesh:realtime"
+"""The ``aud`` of session tokens: good for ``/v1/realtime`` and nothing else."""
 
 
 def _derive(secret: str, label: bytes) -> bytes:
@@ -54,13 +56,15 @@ class Claims:
 
     Attributes:
         subject: Who bought it: a :func:`key_id` or :data:`PAGE_SUBJECT`.
-        user_id: The user the buyer vouched for; empty means the client may name one.
+        user_id: The user the buyer vouched for; empty means an anonymous session.
         expires_at: Unix seconds.
+        token_id: The token's ``jti``: the orchestrator lets each open one session.
     """
 
     subject: str
     user_id: str
     expires_at: int
+    token_id: str = ""
 
 
 class TokenIssuer:
@@ -92,8 +96,8 @@ class TokenIssuer:
         """
         issued = int(now if now is not None else time.time())
         expires = issued + max(1, round(self.ttl_s))
-        claims: dict[str, object] = {"sub": subject, "iat": issued, "exp": expires,
-                                     "jti": secrets.token_hex(8)}
+        claims: dict[str, object] = {"sub": subject, "aud": AUDIENCE, "iat": issued,
+                                     "exp": expires, "jti": secrets.token_hex(16)}
         if user_id:
             claims["uid"] = user_id
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), expires
@@ -108,16 +112,19 @@ class TokenIssuer:
             raise TokenError("missing token: POST /v1/sessions with the API key, then "
                              "connect with ?token=")
         try:
-            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM],
-                                options={"require": ["exp", "sub"]})
+            claims = jwt.decode(token, self._key, algorithms=[ALGORITHM], audience=AUDIENCE,
+                                options={"require": ["exp", "sub", "aud", "jti"]})
         except jwt.ExpiredSignatureError:
             raise TokenError("token expired: get a new one from POST /v1/sessions") from None
         except jwt.InvalidSignatureError:
             raise TokenError("token signature is invalid") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError(f"token is not for this endpoint (audience must be "
+                             f"{AUDIENCE!r})") from None
         except jwt.InvalidTokenError as exc:
             raise TokenError(f"token is invalid ({type(exc).__name__})") from None
         return Claims(subject=str(claims["sub"]), user_id=str(claims.get("uid", "")),
-                      expires_at=int(claims["exp"]))
+                      expires_at=int(claims["exp"]), token_id=str(claims["jti"]))
 
 
 _TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"']+")

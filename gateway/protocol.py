@@ -17,13 +17,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     TypeAdapter,
     ValidationError,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from gateway.auth import Claims
 from voxmesh.audio import SUPPORTED_SAMPLE_RATES
 from voxmesh.v1 import orchestrator_pb2 as pb
+from voxmesh.variables import MAX_VARIABLE_CHARS, MAX_VARIABLES, VARIABLE_VALUE_PATTERN
 
 PROTOCOL_VERSION = 1
 
@@ -47,6 +50,8 @@ class ErrorCode(StrEnum):
     """More frames per second than the gateway's ``max_messages_per_s``; the frame is dropped."""
     AUDIO_TOO_FAST = "audio_too_fast"
     """Audio faster than real time times ``audio_rate_margin``; the frame is dropped."""
+    UNAUTHORIZED = "unauthorized"
+    """A ``session.reauth`` token that is invalid, expired or for another user."""
 
 
 class CloseCode:
@@ -58,9 +63,14 @@ class CloseCode:
     INTERNAL = 1011
     RESTART = 1012
     UNAUTHORIZED = 4401
-    """Missing, malformed, badly signed or expired token."""
+    """Missing, malformed, badly signed, expired or already used token; or a live
+    session whose token expired without ``session.reauth`` within the grace period."""
     FORBIDDEN_ORIGIN = 4403
     """The page's ``Origin`` is not in ``allowed_origins``."""
+    UNKNOWN_SESSION = 4404
+    """``session.start`` named a ``session_id`` that does not exist (or expired)."""
+    SESSION_FORBIDDEN = 4409
+    """``session.start`` named another caller's session (wrong user or resume token)."""
     START_TIMEOUT = 4408
     """No ``session.start`` within ``start_timeout_s``, or no frame at all from a started
     session within ``idle_timeout_s`` (the reason says which)."""
@@ -103,6 +113,14 @@ class _ClientMessage(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
+VariableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")]
+"""A prompt placeholder's name, as agents write them (``username``)."""
+VariableValue = Annotated[str, StringConstraints(max_length=MAX_VARIABLE_CHARS,
+                                                 pattern=VARIABLE_VALUE_PATTERN)]
+"""A client value for a placeholder: plain words only. It reaches the prompt quoted, as
+data; quotes, backslashes, newlines, braces and markup cannot occur in it."""
+
+
 class SessionStartMessage(_ClientMessage):
     """``session.start``: opens the session; must be the first message, sent once."""
 
@@ -111,20 +129,32 @@ class SessionStartMessage(_ClientMessage):
     sample_rate: SampleRate = Field(16000, description="Microphone audio rate, Hz.")
     output_sample_rate: SampleRate = Field(24000, description="Reply audio rate, Hz.")
     session_id: str | None = Field(None, max_length=128, description="Session to resume.")
-    variables: dict[str, str] = Field(default_factory=dict, max_length=64)
-    user_id: str = Field("", max_length=128, description="Who the user is; empty = nobody.")
+    resume_token: str | None = Field(
+        None, max_length=128, description="The session's resume token (session.started).")
+    variables: dict[VariableName, VariableValue] = Field(
+        default_factory=dict, max_length=MAX_VARIABLES)
+    user_id: str = Field("", max_length=128, description="Must be empty or the token's user.")
 
-    def to_request(self, user_id: str = "") -> pb.SessionRequest:
+    def to_request(self, claims: Claims) -> pb.SessionRequest:
         """The gRPC request that starts the orchestrator's session.
 
         Args:
-            user_id: The user the token vouches for; overrides the message's when set.
+            claims: The connection's token: its user is the session's user (never the
+                message's), and its id is spent by the orchestrator.
         """
         return pb.SessionRequest(start=pb.SessionStart(
             session_id=self.session_id or "", agent=self.agent,
             input_sample_rate_hertz=self.sample_rate,
             output_sample_rate_hertz=self.output_sample_rate, variables=self.variables,
-            user_id=user_id or self.user_id))
+            user_id=claims.user_id, resume_token=self.resume_token or "",
+            token_id=claims.token_id, token_expires_at=claims.expires_at))
+
+
+class SessionReauthMessage(_ClientMessage):
+    """``session.reauth``: a fresh token for the live session before its token expires."""
+
+    type: Literal["session.reauth"]
+    token: str = Field(min_length=1, max_length=4096)
 
 
 class InputTextMessage(_ClientMessage):
@@ -185,14 +215,15 @@ class SessionEndMessage(_ClientMessage):
 
 ClientMessage = Annotated[
     SessionStartMessage | InputTextMessage | InterruptMessage | PlaybackMessage | PingMessage
-    | SessionEndMessage,
+    | SessionEndMessage | SessionReauthMessage,
     Field(discriminator="type"),
 ]
 """Any client text frame, told apart by its ``type``."""
 
 _client_message: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 CLIENT_TYPES: tuple[str, ...] = (
-    "session.start", "input_text", "interrupt", "playback", "ping", "session.end")
+    "session.start", "input_text", "interrupt", "playback", "ping", "session.end",
+    "session.reauth")
 
 
 def _describe(error: ErrorDetails) -> str:
@@ -307,7 +338,7 @@ def to_client(response: pb.SessionResponse) -> tuple[str, ServerEvent] | None:
     if kind == "started":
         m = response.started
         event = {"type": "session.started", "session_id": m.session_id, "agent": m.agent,
-                 "resumed": m.is_resumed}
+                 "resumed": m.is_resumed, "resume_token": m.resume_token or None}
     elif kind == "state":
         event = {"type": "state", "state": _STATES.get(response.state.state, "idle"),
                  "turn_id": _turn(response.state.turn_id)}

@@ -20,7 +20,8 @@ import grpc
 from starlette.websockets import WebSocket
 
 from gateway import metrics
-from gateway.limits import TokenBucket
+from gateway.auth import Claims, TokenError, TokenIssuer
+from gateway.limits import FairShare, TokenBucket
 from gateway.outbox import Outbox, OutboxClosed, SlowClient
 from gateway.protocol import (
     ClientMessage,
@@ -30,6 +31,7 @@ from gateway.protocol import (
     ProtocolError,
     ServerEvent,
     SessionEndMessage,
+    SessionReauthMessage,
     SessionStartMessage,
     check_audio,
     error_event,
@@ -78,8 +80,9 @@ class Limits:
     send_queue_bytes: int = 1024 * 1024
     close_grace_s: float = 20.0
     """How long a closing connection may take to read what is left before it is aborted."""
-    user_id: str = ""
-    """The user the session token vouches for; empty lets the client name one."""
+    token_grace_s: float = 30.0
+    """A live session whose token expired ends this long after expiry unless the client
+    sent ``session.reauth`` with a fresh token."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,16 @@ class StreamEnd:
 
     code: grpc.StatusCode
     details: str
+    reason: str = ""
+    """The orchestrator's machine-readable cause (trailing metadata ``voxmesh-reason``)."""
+
+
+# Refusals of the orchestrator that have their own error code and close code.
+_REASON_CLOSE_CODES = {
+    "session_forbidden": CloseCode.SESSION_FORBIDDEN,
+    "unknown_session": CloseCode.UNKNOWN_SESSION,
+    "token_reused": CloseCode.UNAUTHORIZED,
+}
 
 
 class Relay:
@@ -97,10 +110,13 @@ class Relay:
         ws: The accepted-to-be WebSocket (already admitted: origin, token, connection caps).
         stub: Orchestrator stub on the channel all connections share.
         limits: This connection's limits.
+        claims: The token that opened the connection: its user is the session's user.
+        tokens: Verifies the fresh tokens of ``session.reauth``.
     """
 
     def __init__(self, ws: WebSocket, stub: orchestrator_pb2_grpc.OrchestratorStub,
-                 limits: Limits, key_frames: TokenBucket | None = None) -> None:
+                 limits: Limits, key_frames: FairShare | None = None, *,
+                 claims: Claims, tokens: TokenIssuer) -> None:
         self.ws = ws
         self.stub = stub
         self.limits = limits
@@ -110,9 +126,11 @@ class Relay:
         self.ended = asyncio.Event()
         """Set when :meth:`run` has returned."""
         self._frames = TokenBucket(limits.max_messages_per_s, limits.message_burst)
-        self._key_frames = key_frames  # shared by all connections of the same key
+        self._key_frames = key_frames  # this connection's fair share of its key's budget
         self._audio: TokenBucket | None = None  # sized by session.start's sample rate
         self._last_error: dict[ErrorCode, float] = {}
+        self.claims = claims
+        self._tokens = tokens
 
     async def run(self) -> None:
         """Accept the WebSocket and relay it until either side ends."""
@@ -168,10 +186,13 @@ class Relay:
                 if isinstance(frame, PingMessage):
                     self._send("pong", frame.pong())
                 elif isinstance(frame, SessionStartMessage):
-                    if self.limits.user_id and frame.user_id not in ("", self.limits.user_id):
+                    if frame.user_id and frame.user_id != self.claims.user_id:
+                        metrics.REJECTIONS.labels("user_id_mismatch").inc()
                         raise ProtocolError(
                             ErrorCode.INVALID_FIELD,
-                            "user_id: differs from the user the token was issued for")
+                            "user_id: the session's user comes from its token, and this "
+                            "token is for " + ("another user" if self.claims.user_id
+                                               else "no user (an anonymous session)"))
                     if frame.session_id:
                         self._set_session_id(frame.session_id)
                     rate = frame.sample_rate * 2  # bytes of PCM16 per second
@@ -212,15 +233,19 @@ class Relay:
                                       start: SessionStartMessage) -> None:
         """Forward browser frames; returns after ``session.end`` or when the call is over."""
         try:
-            await call.write(start.to_request(self.limits.user_id))
+            await call.write(start.to_request(self.claims))
             while True:
+                wait_s = min(self.limits.idle_timeout_s, self._auth_left_s())
                 try:
-                    async with asyncio.timeout(self.limits.idle_timeout_s):
+                    async with asyncio.timeout(max(0.0, wait_s)):
                         request = await self._next_request()
                 except ProtocolError as err:
                     self._send_error(err)
                     continue
                 except TimeoutError:
+                    if self._auth_left_s() <= 0:
+                        await self._end_expired(call)
+                        return
                     log.info("idle session closed", extra={"code": "idle_timeout"})
                     self._close(CloseCode.START_TIMEOUT,
                                 f"idle: no frame within {self.limits.idle_timeout_s:g} s")
@@ -236,6 +261,37 @@ class Relay:
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             return  # the call is over; the response stream says why
 
+    def _auth_left_s(self) -> float:
+        """Seconds until the session must end for want of a valid token."""
+        return self.claims.expires_at + self.limits.token_grace_s - time.time()
+
+    async def _end_expired(self, call: grpc.aio.StreamStreamCall) -> None:
+        """The token expired and no fresh one came: end the session and close 4401."""
+        log.info("session token expired", extra={"code": "token_expired"})
+        metrics.REJECTIONS.labels("token_expired").inc()
+        self._send("error", error_event(
+            "token_expired", "session token expired and no session.reauth came within "
+            f"{self.limits.token_grace_s:g} s; resume with a new token"))
+        self._close(CloseCode.UNAUTHORIZED, "token expired")
+        await call.write(pb.SessionRequest(end=pb.EndSession()))
+        await call.done_writing()
+
+    def _reauth(self, token: str) -> None:
+        """Take a fresh token for the live session (same user); answer or raise."""
+        try:
+            claims = self._tokens.verify(token)
+        except TokenError as exc:
+            metrics.REJECTIONS.labels("bad_reauth").inc()
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, f"session.reauth: {exc}") from None
+        if claims.user_id != self.claims.user_id:
+            metrics.REJECTIONS.labels("bad_reauth").inc()
+            raise ProtocolError(ErrorCode.UNAUTHORIZED,
+                                "session.reauth: the token is for another user")
+        if claims.expires_at > self.claims.expires_at:
+            self.claims = claims
+        self._send("session.reauthenticated", {"type": "session.reauthenticated",
+                                               "token_expires_at": self.claims.expires_at})
+
     async def _next_request(self) -> pb.SessionRequest | None:
         """The next frame as a gRPC request; None for frames the gateway answers itself."""
         frame = await self._read_frame()
@@ -249,6 +305,9 @@ class Relay:
             return pb.SessionRequest(audio=frame)
         if isinstance(frame, PingMessage):
             self._send("pong", frame.pong())
+            return None
+        if isinstance(frame, SessionReauthMessage):
+            self._reauth(frame.token)
             return None
         if isinstance(frame, SessionStartMessage):
             raise ProtocolError(ErrorCode.INVALID_MESSAGE,
@@ -266,6 +325,7 @@ class Relay:
                 kind, event = translated
                 if kind == "session.started":
                     assert isinstance(event, dict)
+                    event["token_expires_at"] = self.claims.expires_at
                     self._set_session_id(event["session_id"])
                     log.info("session started",
                              extra={"agent": event["agent"], "resumed": event["resumed"]})
@@ -274,7 +334,8 @@ class Relay:
                     metrics.ERRORS.labels(event["code"]).inc()
                 self._send(kind, event)
         except grpc.aio.AioRpcError as exc:
-            return StreamEnd(exc.code(), exc.details() or "")
+            reason = dict(exc.trailing_metadata() or ()).get("voxmesh-reason", "")
+            return StreamEnd(exc.code(), exc.details() or "", str(reason))
         return StreamEnd(grpc.StatusCode.OK, "")
 
     async def _finish(self, end: StreamEnd | None) -> None:
@@ -288,7 +349,7 @@ class Relay:
             log.info("session ended")
             self._close(CLOSE_NORMAL, "session ended")
         else:
-            name = end.code.name.lower()
+            name = end.reason or end.code.name.lower()
             log.warning("orchestrator ended the session with an error",
                         extra={"code": name, "details": end.details})
             metrics.ERRORS.labels(name).inc()
@@ -296,8 +357,9 @@ class Relay:
                 self._send("error", error_event(name, end.details))
             except ClientGone:
                 return
-            self._close(CLOSE_POLICY if end.code in _CLIENT_STATUSES else CLOSE_INTERNAL,
-                              name)
+            close_code = _REASON_CLOSE_CODES.get(end.reason) or (
+                CLOSE_POLICY if end.code in _CLIENT_STATUSES else CLOSE_INTERNAL)
+            self._close(close_code, name)
 
     # -- frames ----------------------------------------------------------------------------
 
@@ -316,10 +378,13 @@ class Relay:
                     f"more than {self.limits.max_messages_per_s:g} frames per second "
                     f"(burst {self.limits.message_burst}); frame dropped")
             if self._key_frames is not None and not self._key_frames.take():
+                share = self._key_frames
                 raise ProtocolError(
                     ErrorCode.RATE_LIMITED,
-                    f"this key sends more than {self._key_frames.rate:g} frames per second "
-                    "over all its connections; frame dropped")
+                    f"over this connection's fair share of its key: {share.rate:.4g} frames "
+                    f"per second (burst {share.capacity:.4g}), the key's "
+                    f"{share.budget.rate:g} split over its {len(share.budget.shares)} "
+                    "connections, and none to spare; frame dropped")
             if size > self.max_frame_bytes:
                 raise ProtocolError(
                     ErrorCode.FRAME_TOO_LARGE,

@@ -6,7 +6,7 @@ what the gateway forwarded and how it translated the answers. Knobs:
 
 - ``session.start`` -> ``started`` + state LISTENING; agent ``"missing"`` -> NOT_FOUND;
   a ``session_id`` -> resumed.
-- audio -> counted; the first chunk -> voice activity (speech started at 0 ms).
+- audio -> counted (bytes and frames); the first chunk -> voice activity (speech started at 0 ms).
 - input_text ``"hello"`` -> a whole turn: states, user transcript, two text deltas,
   ``audio_chunks`` chunks of 20 ms reply audio, done, assistant transcript, latency.
 - input_text ``"count"`` -> a reply whose text is the number of audio bytes received.
@@ -46,6 +46,7 @@ class ScriptedSession:
     user_id: str = ""
     kinds: list[str] = field(default_factory=list)
     audio_bytes: int = 0
+    audio_frames: int = 0
     texts: list[str] = field(default_factory=list)
     playback: list[pb.PlaybackReport] = field(default_factory=list)
     flood_chunks: int = 0
@@ -93,6 +94,7 @@ class ScriptedOrchestrator(orchestrator_pb2_grpc.OrchestratorServicer):
                         yield pb.SessionResponse(voice_activity=pb.VoiceActivity(
                             is_speaking=True, offset_ms=0))
                     session.audio_bytes += len(request.audio)
+                    session.audio_frames += 1
                 elif kind == "input_text":
                     text = request.input_text.text
                     session.texts.append(text)

@@ -67,7 +67,7 @@ OBSERVABILITY = {
     "jaeger": "jaegertracing/all-in-one",
 }
 SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
-    config.CommonSettings, config.GatewaySettings, *GRPC_SETTINGS.values(),
+    config.CommonSettings, config.TlsSettings, config.GatewaySettings, *GRPC_SETTINGS.values(),
 )
 # Packages that carry or run models: none may be a direct dependency of the gateway's extra.
 MODEL_PACKAGES = {
@@ -703,6 +703,25 @@ def test_k8s_env_is_settings_and_wires_real_services(manifests: list[dict[str, A
         "name": "voxmesh-llm", "key": "VOXMESH_LLM_API_KEY"}
 
 
+def test_gateway_believes_forwarded_addresses_only_from_its_proxy(
+        manifests: list[dict[str, Any]], compose: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """k8s trusts the ingress's pod range (a placeholder, never a catch-all), so per-IP caps
+    count callers; compose has no proxy in front and trusts none, and its loopback-published
+    page still gets the page key through the origins it lists exactly."""
+    monkeypatch.setenv("VOXMESH_API_KEY", "deploy-check-key-16")
+    k8s = settings_configmap(manifests)["data"]["VOXMESH_GATEWAY_TRUSTED_PROXIES"]
+    monkeypatch.setenv("VOXMESH_GATEWAY_TRUSTED_PROXIES", k8s)
+    networks = [ipaddress.ip_network(n) for n in config.GatewaySettings().trusted_proxies]
+    assert networks and all(n.is_private and n.prefixlen >= 16 for n in networks), networks
+    gateway = compose["services"]["gateway"]
+    assert gateway["environment"]["VOXMESH_GATEWAY_TRUSTED_PROXIES"] == ""
+    origins = gateway["environment"]["VOXMESH_GATEWAY_ALLOWED_ORIGINS"].split(",")
+    for port in gateway["ports"]:
+        assert port["host_ip"] == "127.0.0.1"
+        assert f"http://127.0.0.1:{port['published']}" in origins
+
+
 def test_k8s_and_compose_run_the_same_images(
     manifests: list[dict[str, Any]], compose: dict[str, Any],
 ) -> None:
@@ -1182,3 +1201,41 @@ def test_gpu_component_puts_stt_and_tts_on_gpu_nodes(tmp_path: Path) -> None:
             assert env["VOXMESH_STT_COMPUTE_TYPE"] == "float16"
         else:
             assert env["ONNX_PROVIDER"] == "CUDAExecutionProvider"
+
+
+def test_mtls_component_mounts_the_secret_and_probes_over_tls(
+    tmp_path: Path, stages: dict[str, Stage],
+) -> None:
+    """components/mtls on top of prod renders and validates strictly; every VoxMesh process
+    gets the VOXMESH_TLS_* settings and the voxmesh-grpc-tls Secret's files, and the gRPC
+    services' probes run the image's own healthcheck (native gRPC probes cannot do TLS)."""
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S_OVERLAYS / "prod", tmp_path)],
+        "components": [os.path.relpath(K8S_COMPONENTS / "mtls", tmp_path)]}))
+    with_mtls = render(tmp_path)
+    errors = strictly_valid(with_mtls)
+    assert not errors, "\n".join(errors)
+    env = settings_configmap(with_mtls)["data"]
+    assert set(env) <= settings_env_names()
+    files = {env[f"VOXMESH_TLS_{k}_FILE"] for k in ("CERT", "KEY", "CA")}
+    assert {Path(f).name for f in files} == {"tls.crt", "tls.key", "ca.crt"}, files
+    (directory,) = {str(Path(f).parent) for f in files}
+    assert env["VOXMESH_TLS_CLIENT_AUTH"] == "true"
+    for name, deployment in by_kind(with_mtls, "Deployment").items():
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+        mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+        if name not in VOXMESH_SERVICES:
+            assert directory not in mounts, name
+            continue
+        mount = mounts[directory]
+        assert mount["readOnly"] is True, name
+        assert secrets[mount["name"]]["secretName"] == "voxmesh-grpc-tls", name
+        if name not in GRPC_SETTINGS:
+            continue
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert "grpc" not in container[probe], (name, probe)
+            assert container[probe]["exec"]["command"] == healthcheck_argv(stages, name), (
+                f"{name}: {probe} is not the image's healthcheck")

@@ -412,7 +412,8 @@ async def test_a_client_resumes_its_session_through_another_gateway(
         "VOXMESH_GATEWAY_ORCHESTRATOR_ADDR": stack.addr("orchestrator")})
     url = f"ws://{other.host}:{other.ports.gateway}/v1/realtime"
     async with RealtimeClient(url, api_key=other.api_key) as client:
-        resumed = await client.start(session_id=started["session_id"])
+        resumed = await client.start(session_id=started["session_id"],
+                                     resume_token=started["resume_token"])
         await client.send("input_text", text="When does service open on Saturday?")
         done = await client.wait_for(lambda e: e["type"] == "response.done", 30)
 

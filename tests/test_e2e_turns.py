@@ -121,11 +121,12 @@ class Session:
 
 @contextlib.asynccontextmanager
 async def session(stack: Stack, agent: str = "assistant",
-                  session_id: str = "") -> AsyncIterator[Session]:
+                  session_id: str = "", resume_token: str = "") -> AsyncIterator[Session]:
     async with grpc.aio.insecure_channel(stack.addr("orchestrator")) as channel:
         call = orchestrator_pb2_grpc.OrchestratorStub(channel).Session()
         await call.write(pb.SessionRequest(start=pb.SessionStart(
-            session_id=session_id, agent=agent, input_sample_rate_hertz=16000,
+            session_id=session_id, resume_token=resume_token, agent=agent,
+            input_sample_rate_hertz=16000,
             output_sample_rate_hertz=24000)))
         s = Session(call)
         await s.wait_for("started", timeout_s=30)
@@ -315,7 +316,8 @@ async def test_a_session_resumes_on_another_orchestrator(
         "VOXMESH_ORCHESTRATOR_LLM_ADDR": stack.addr("llm"),
         "VOXMESH_ORCHESTRATOR_STT_ADDR": stack.addr("stt"),
         "VOXMESH_ORCHESTRATOR_TTS_ADDR": stack.addr("tts")})
-    async with session(other, session_id=first.session_id) as resumed:
+    async with session(other, session_id=first.session_id,
+                       resume_token=first.of("started")[0].resume_token) as resumed:
         await resumed.send(input_text=pb.InputText(text="Can I come in on Monday?"))
         done = await resumed.wait_for("response_done")
 

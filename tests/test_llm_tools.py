@@ -60,8 +60,10 @@ def db_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(stack_factory: StackFactory, fake: FakeOpenAI, db_path: Path) -> Stack:
+    # The bays, not the quotas (tests/test_llm_quotas.py), are what these tests fill.
     return stack_factory(services=("llm",), llm_base_url=fake.base_url,
-                         extra_env={"VOXMESH_LLM_DATABASE_URL": f"sqlite:///{db_path}"})
+                         extra_env={"VOXMESH_LLM_DATABASE_URL": f"sqlite:///{db_path}",
+                                    "VOXMESH_LLM_MAX_BOOKINGS_PER_SESSION": "10"})
 
 
 async def run_turn(conv: Conversation, turn_id: str, text: str

@@ -56,6 +56,11 @@ def voxmesh_up(
     url = url_line.split()[1]
     # No VOXMESH_API_KEY was given: `up` generated one and printed it.
     key_line = next(line for line in output if line.strip().startswith("api key"))
+    # It says what other machines can reach (nothing on the default host), and never prints
+    # the password of the Redis it started.
+    printed = "".join(output)
+    assert "exposed beyond this machine: nothing" in printed, printed
+    assert "redis://:***@127.0.0.1:" in printed, printed
     yield proc, url, state_dir, key_line.split()[2]
     if proc.poll() is None:
         proc.kill()

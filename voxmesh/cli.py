@@ -8,9 +8,10 @@ import signal
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from voxmesh import config
-from voxmesh.launcher import LaunchError, Ports, Stack
+from voxmesh.launcher import LOOPBACK, LaunchError, Ports, Stack
 
 UP_HELP = """\
 Start Redis, the embedded LLM server, the STT, LLM, TTS and orchestrator gRPC
@@ -34,6 +35,15 @@ Environment (each optional):
                          tokens with it); unset generates one and prints it. On a
                          loopback --host the page is served a page key to do the same
                          (VOXMESH_GATEWAY_PAGE_KEY_ENABLED, see docs/protocol.md)
+  VOXMESH_GATEWAY_TRUSTED_PROXIES
+                         proxies whose X-Forwarded-For names the client (default
+                         here 127.0.0.1,::1: a TLS proxy on this machine)
+
+--host applies to the gateway only. Redis (started with a password kept in
+<state-dir>/redis-auth.conf) and the llama.cpp server always listen on 127.0.0.1;
+the gRPC services too, unless --expose-services: they do not check who calls
+them (the orchestrator believes the user the gateway names), so exposing them
+lets anyone on the network past the gateway's keys and tokens.
 """
 
 
@@ -48,6 +58,49 @@ def _env_int(name: str, default: int) -> int:
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def _redacted(url: str) -> str:
+    """A URL without its password (``redis://:***@host:port/0``)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.netloc.rsplit('@', 1)[1]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def exposure(stack: Stack, own_redis: bool, own_llm: bool) -> list[str]:
+    """Lines saying which servers other machines can reach, and which only this one.
+
+    Args:
+        stack: The started stack.
+        own_redis: Whether the launcher started Redis (else VOXMESH_REDIS_URL names one).
+        own_llm: Whether the launcher started the llama.cpp server.
+    """
+    public = stack.host not in LOOPBACK_HOSTS
+    services_public = stack.services_host not in LOOPBACK_HOSTS
+    grpc = ", ".join(f"{name} :{getattr(stack.ports, name)}"
+                     for name in ("orchestrator", "stt", "llm", "tts"))
+    local = []
+    if own_redis:
+        local.append(f"redis :{stack.ports.redis} (password required)")
+    if own_llm:
+        local.append(f"llm server :{stack.ports.llm_server}")
+    lines = []
+    if public:
+        lines.append(f"exposed on {stack.host}:{stack.ports.gateway}: gateway (API key or "
+                     "session token required; /healthz and /metrics open)")
+    else:
+        local.insert(0, f"gateway :{stack.ports.gateway}")
+    if services_public:
+        lines.append(f"exposed on {stack.services_host}: gRPC services {grpc} and their "
+                     "metrics, UNAUTHENTICATED: anyone who reaches them bypasses the gateway")
+    else:
+        local.append(f"gRPC services ({grpc}) and their metrics")
+    if not lines:
+        lines.append("exposed beyond this machine: nothing")
+    lines.append("loopback only: " + ", ".join(local))
+    return lines
 
 
 def _interrupt_on_sigterm(signum: int, frame: object) -> None:
@@ -69,13 +122,20 @@ def up(opts: argparse.Namespace) -> int:
     stack = Stack(
         ports=ports,
         host=opts.host,
+        services_host=opts.host if opts.expose_services else LOOPBACK,
         state_dir=Path(opts.state_dir).expanduser(),
         redis_url=os.environ.get("VOXMESH_REDIS_URL", ""),
         llm_base_url=os.environ.get("VOXMESH_LLM_BASE_URL", ""),
-        # The local page may buy its own session tokens; only on loopback (see protocol.md).
-        extra_env={"VOXMESH_GATEWAY_PAGE_KEY_ENABLED": os.environ.get(
-            "VOXMESH_GATEWAY_PAGE_KEY_ENABLED", str(opts.host in LOOPBACK_HOSTS).lower())},
+        extra_env={
+            # The local page may buy its own session tokens; only on loopback (protocol.md).
+            "VOXMESH_GATEWAY_PAGE_KEY_ENABLED": os.environ.get(
+                "VOXMESH_GATEWAY_PAGE_KEY_ENABLED", str(opts.host in LOOPBACK_HOSTS).lower()),
+            # A TLS proxy on this machine (caddy, nginx) may name the client it forwards.
+            "VOXMESH_GATEWAY_TRUSTED_PROXIES": os.environ.get(
+                "VOXMESH_GATEWAY_TRUSTED_PROXIES", "127.0.0.1,::1"),
+        },
     )
+    own_redis, own_llm = not stack.redis_url, not stack.llm_base_url
     generated_key = not os.environ.get("VOXMESH_API_KEY")
     print(f"voxmesh: starting the stack (logs in {stack.state_dir / 'logs'})...", flush=True)
     started = time.monotonic()
@@ -88,7 +148,7 @@ def up(opts: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     print(f"voxmesh: all services SERVING after {time.monotonic() - started:.1f} s")
-    print(f"  redis         {stack.redis_url}")
+    print(f"  redis         {_redacted(stack.redis_url)}")
     print(f"  llm endpoint  {stack.llm_base_url}")
     for name in ("orchestrator", "stt", "llm", "tts"):
         print(f"  {name:<13} {stack.addr(name)}  metrics :{stack.metrics_ports[name]}")
@@ -96,6 +156,8 @@ def up(opts: argparse.Namespace) -> int:
         print(f"  api key       {stack.api_key}  (generated; set VOXMESH_API_KEY to choose)")
     else:
         print("  api key       from VOXMESH_API_KEY")
+    for line in exposure(stack, own_redis, own_llm):
+        print(f"  {line}")
     print(f"\nOpen {stack.gateway_url} in a browser and speak. Ctrl-C stops everything.",
           flush=True)
     try:
@@ -122,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                                description=UP_HELP,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     up_parser.add_argument("--host", default=os.environ.get("VOXMESH_HOST", "127.0.0.1"),
-                           help="interface to bind (default 127.0.0.1, env VOXMESH_HOST)")
+                           help="interface the gateway binds (default 127.0.0.1, env "
+                           "VOXMESH_HOST)")
+    up_parser.add_argument("--expose-services", action="store_true",
+                           help="bind the gRPC services on --host too (unauthenticated: "
+                           "only on a network you trust)")
     up_parser.add_argument("--port", type=int, default=0,
                            help="gateway port (default 8080, env VOXMESH_GATEWAY_PORT)")
     up_parser.add_argument("--redis-port", type=int, default=6379,

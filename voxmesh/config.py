@@ -7,6 +7,8 @@ stack's: everything on loopback, models from installed packages.
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -42,6 +44,63 @@ class CommonSettings(BaseSettings):
         description="Span exporter: none, console, otlp, or file:PATH (JSON lines).",
     )
     drain_seconds: float = Field(5.0, description="Grace period for in-flight RPCs on SIGTERM.")
+
+
+class TlsSettings(BaseSettings):
+    """``VOXMESH_TLS_*``: TLS on every gRPC hop; all files empty = plaintext.
+
+    The same certificate and key serve this process's gRPC port and identify it when it
+    dials another service. Files are read when a server or channel is made (once per
+    process start), as a Kubernetes Secret mounts them.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VOXMESH_TLS_", extra="ignore")
+
+    cert_file: str = Field("", description="PEM certificate (chain) of this process.")
+    key_file: str = Field("", description="PEM private key of cert_file.")
+    ca_file: str = Field("", description="PEM CA bundle that verifies peers' certificates.")
+    client_auth: bool = Field(
+        False, description="Servers require a client certificate signed by ca_file (mTLS).")
+    server_name_override: str = Field(
+        "", description="Name checked against servers' certificates instead of the dialled "
+        "host (tests, IP addresses); empty = the host.")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether gRPC hops use TLS (plaintext otherwise)."""
+        return bool(self.cert_file)
+
+    @model_validator(mode="after")
+    def _complete_and_readable(self) -> TlsSettings:
+        files = {"VOXMESH_TLS_CERT_FILE": self.cert_file, "VOXMESH_TLS_KEY_FILE": self.key_file,
+                 "VOXMESH_TLS_CA_FILE": self.ca_file}
+        if not any(files.values()):
+            if self.client_auth:
+                raise ValueError("VOXMESH_TLS_CLIENT_AUTH: needs VOXMESH_TLS_CERT_FILE, "
+                                 "VOXMESH_TLS_KEY_FILE and VOXMESH_TLS_CA_FILE")
+            return self
+        for name, path in files.items():
+            # Half a configuration would silently fall back to plaintext or fail per call.
+            if not path:
+                raise ValueError(f"{name}: set it too (TLS needs VOXMESH_TLS_CERT_FILE, "
+                                 "VOXMESH_TLS_KEY_FILE and VOXMESH_TLS_CA_FILE)")
+            try:
+                with open(path, "rb") as file:
+                    head = file.read(64 * 1024)
+            except OSError as err:
+                raise ValueError(f"{name}: cannot read {path}: {err.strerror}") from None
+            if b"-----BEGIN " not in head:
+                raise ValueError(f"{name}: {path} is not a PEM file")
+        return self
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TlsSettings:
+        """Settings from an environment mapping (e.g. the one a child process gets); what it
+        lacks comes from ``os.environ`` as usual."""
+        prefix = "VOXMESH_TLS_"
+        values = {key[len(prefix):].lower(): value for key, value in env.items()
+                  if key.upper().startswith(prefix)}
+        return cls.model_validate({k: v for k, v in values.items() if k in cls.model_fields})
 
 
 class GrpcServiceSettings(BaseSettings):
@@ -209,6 +268,26 @@ class LlmSettings(GrpcServiceSettings):
     max_tool_steps: int = Field(
         4, ge=1, description="Model calls with tool calls allowed per user turn."
     )
+    max_tool_calls_per_turn: int = Field(
+        4, ge=1, le=100, description="Tool calls run for one user turn, all steps together; "
+        "later calls are refused unrun, and a model that insists ends the turn with a "
+        "fixed spoken refusal.",
+    )
+    max_bookings_per_session: int = Field(
+        2, ge=1, le=100, description="Booked (not cancelled) appointments one session may "
+        "hold; counted in the booking database.",
+    )
+    max_bookings_per_user: int = Field(
+        3, ge=1, le=100, description="Upcoming booked appointments one user id may hold "
+        "across sessions and replicas; sessions without a user id have only the session cap.",
+    )
+    max_open_escalations_per_session: int = Field(
+        1, ge=1, le=10, description="Open escalation tickets one session may have at a time.",
+    )
+    escalation_ticket_ttl_seconds: float = Field(
+        1800.0, ge=60.0, le=7 * 86400.0, description="An escalation ticket closes this long "
+        "after it was opened or assigned; its staff member is then free again.",
+    )
     route_min_confidence: float = Field(
         0.5, ge=0.0, le=1.0,
         description="Below this classifier confidence, routing falls back to keywords.",
@@ -285,6 +364,9 @@ class GatewaySettings(BaseSettings):
     token_secret: SecretStr = Field(
         SecretStr(""), description="Signs session tokens; empty derives it from the API key.")
     token_ttl_s: float = Field(300.0, gt=0, description="How long a session token is valid.")
+    token_grace_s: float = Field(
+        30.0, ge=0, description="A live session whose token expired ends this long after "
+        "expiry unless the client sent session.reauth with a fresh token (close 4401).")
     page_key_enabled: bool = Field(
         False, description="Put a page key (good only for POST /v1/sessions) into the page "
         "served to loopback hosts and origins listed in allowed_origins.")
@@ -295,8 +377,17 @@ class GatewaySettings(BaseSettings):
     agents: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["router", "assistant", "booking", "concierge"],
         description="Agents the page offers, first = default.")
-    max_connections_per_ip: int = Field(20, gt=0)
+    max_connections_per_ip: int = Field(
+        20, gt=0, description="Open connections per client IP (see trusted_proxies).")
     max_connections_per_key: int = Field(200, gt=0)
+    max_connections_per_user: int = Field(
+        10, gt=0, description="Open connections per user a token names (its uid, within its "
+        "key); tokens without one count only against the IP and key caps.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma list of proxy IPs/CIDRs (your ingress or load balancer) whose "
+        "X-Forwarded-For/-Proto are believed; the client is the right-most address not in "
+        "this list. Empty (default) believes no forwarded header: the client is the peer.")
     max_messages_per_s: float = Field(150.0, gt=0, description="Per-connection frame rate.")
     message_burst: int = Field(300, gt=0, description="Frames allowed above the rate at once.")
     audio_rate_margin: float = Field(
@@ -309,7 +400,8 @@ class GatewaySettings(BaseSettings):
     ping_interval_s: float = Field(20.0, gt=0, description="WebSocket ping every this often.")
     ping_timeout_s: float = Field(20.0, gt=0, description="Close a peer silent this long.")
     key_messages_per_s: float = Field(
-        3000.0, gt=0, description="Frame rate of all connections of one key together.")
+        3000.0, gt=0, description="Frame rate of all connections of one key together; each "
+        "connection is guaranteed an equal share and may borrow only what the others leave.")
     key_message_burst: int = Field(6000, gt=0, description="Burst of key_messages_per_s.")
     send_queue_bytes: int = Field(
         1024 * 1024, gt=0, description="Bytes waiting for a client that reads too slowly "
@@ -317,12 +409,27 @@ class GatewaySettings(BaseSettings):
     handshake_timeout_s: float = Field(
         10.0, gt=0, description="Time for an HTTP request's headers (slowloris guard).")
 
-    @field_validator("allowed_origins", "agents", mode="before")
+    @field_validator("allowed_origins", "agents", "trusted_proxies", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        normal = []
+        for item in value:
+            try:  # uvicorn would take a typo for a literal name that never matches
+                network = ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"VOXMESH_GATEWAY_TRUSTED_PROXIES: {item!r} is not an IP address or CIDR "
+                    "(and '*' is refused: any client could then claim any address)") from None
+            single = network.num_addresses == 1 and "/" not in item
+            normal.append(str(network.network_address) if single else str(network))
+        return normal
 
     @field_validator("api_key")
     @classmethod

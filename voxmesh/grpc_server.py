@@ -20,9 +20,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from voxmesh.config import CommonSettings, GrpcServiceSettings
+from voxmesh.config import CommonSettings, GrpcServiceSettings, TlsSettings
 from voxmesh.logs import setup_logging
 from voxmesh.telemetry import setup_tracing, start_metrics_server
+from voxmesh.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,14 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+def _add_port(server: grpc.aio.Server, address: str, tls: TlsSettings) -> int:
+    """Listen on ``address`` with TLS when configured (health and reflection too: one port)."""
+    credentials = server_credentials(tls)
+    if credentials is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, credentials)
+
+
 async def serve(
     name: str,
     settings: GrpcServiceSettings,
@@ -50,6 +59,7 @@ async def serve(
 ) -> None:
     """Run a gRPC service until SIGTERM or SIGINT, then drain and return."""
     common = CommonSettings()
+    tls = TlsSettings()  # a bad VOXMESH_TLS_* fails here, before any model loads
     setup_logging(name, common.log_level)
     tracer_provider = setup_tracing(name, common.traces)
     start_metrics_server(common.host, settings.metrics_port)
@@ -69,7 +79,7 @@ async def serve(
         server,
     )
     address = f"{common.host}:{settings.port}"
-    if server.add_insecure_port(address) == 0:
+    if _add_port(server, address, tls) == 0:
         raise SystemExit(f"{name}: cannot listen on {address}")
 
     async def set_status(status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
@@ -78,7 +88,8 @@ async def serve(
 
     await set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    log.info("listening", extra={"address": address, "metrics_port": settings.metrics_port})
+    log.info("listening", extra={"address": address, "metrics_port": settings.metrics_port,
+                                 "tls": tls.enabled, "client_auth": tls.client_auth})
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

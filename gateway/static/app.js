@@ -15,6 +15,7 @@ const RECONNECT_CODES = new Set([1001, 1005, 1006, 1011, 1012, 1013, 4413]);
 const RECONNECT_BASE_MS = 500; // doubled per failed attempt, with jitter, up to the cap
 const RECONNECT_MAX_MS = 10000;
 const RECONNECT_ATTEMPTS = 8;
+const REAUTH_EARLY_S = 30; // a new token is handed to the session this long before expiry
 
 // Why the gateway refused or ended a connection (close codes in docs/protocol.md).
 const CLOSE_REASONS = {
@@ -23,7 +24,9 @@ const CLOSE_REASONS = {
   1012: "the server is restarting",
   4401: "not authorized",
   4403: "this page's origin is not allowed",
+  4404: "the session no longer exists",
   4408: "the session was not started in time",
+  4409: "the session belongs to someone else",
   4413: "the connection was too slow",
   4429: "too many connections",
 };
@@ -219,6 +222,8 @@ class Session {
     this.lastError = "";
     this.playedByTurn = new Map(); // turnId -> ms played, for the page-visible counter
     this.sessionId = null; // sent in session.start when reconnecting, to resume
+    this.resumeToken = null; // the session's own secret: only its holder may resume it
+    this.reauthTimer = null;
     this.attempts = 0; // reconnect attempts since the last session.started
     this.retryTimer = 0;
   }
@@ -301,6 +306,7 @@ class Session {
       sample_rate: INPUT_RATE,
       output_sample_rate: OUTPUT_RATE,
       session_id: this.sessionId,
+      resume_token: this.resumeToken,
       variables: {},
     });
     this.ws.onmessage = (event) => {
@@ -349,6 +355,20 @@ class Session {
     }, delay * (0.75 + Math.random() * 0.5));
   }
 
+  /** Before the token expires, buy a new one and hand it to the live session. */
+  scheduleReauth(expiresAt) {
+    clearTimeout(this.reauthTimer);
+    if (!expiresAt) return;
+    const inMs = Math.max(1000, (expiresAt - REAUTH_EARLY_S) * 1000 - Date.now());
+    this.reauthTimer = setTimeout(async () => {
+      try {
+        this.sendJson({ type: "session.reauth", token: await this.token() });
+      } catch {
+        this.scheduleReauth(expiresAt + REAUTH_EARLY_S / 2); // try again a little later
+      }
+    }, inMs);
+  }
+
   sendJson(message) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
   }
@@ -367,7 +387,9 @@ class Session {
           if (this.sessionId && !event.resumed) transcript.system("A new session started.");
         }
         this.sessionId = event.session_id;
+        if (event.resume_token) this.resumeToken = event.resume_token;
         app.dataset.sessionId = event.session_id;
+        this.scheduleReauth(event.token_expires_at);
         this.attempts = 0;
         this.started = true;
         setLive(true);
@@ -407,6 +429,9 @@ class Session {
         setAgent(event.to_agent);
         transcript.system(`${event.from_agent} handed over to ${event.to_agent}` +
           (event.reason ? ` — ${event.reason}` : ""));
+        break;
+      case "session.reauthenticated":
+        this.scheduleReauth(event.token_expires_at);
         break;
       case "session.draining":
         notify("The server is restarting; reconnecting…", { info: true, sticky: true });
@@ -495,6 +520,7 @@ class Session {
   }
 
   teardown() {
+    clearTimeout(this.reauthTimer);
     if (this.stream) this.stream.getTracks().forEach((track) => track.stop());
     if (this.ctx && this.ctx.state !== "closed") this.ctx.close();
     this.stream = null;

@@ -3,7 +3,8 @@
 The check waits ``check_seconds`` (how long paging the floor takes), then assigns the
 ticket in the database and publishes a high-priority notification to the caller's
 session. Tickets still pending when the service starts (it was restarted mid-check) are
-checked again, so an escalation is never silently dropped.
+checked again, so an escalation is never silently dropped; one whose TTL passed meanwhile
+expires instead, unannounced (see services.llm.db.escalations).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from services.llm import metrics
 from services.llm.db import escalations
 from services.llm.db.escalations import Ticket
 from services.llm.notify import Notifier, PendingNotification
+from services.llm.quotas import Clock, Quotas, utc_now
 from voxmesh.v1 import dialogue_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,19 @@ def outcome_text(ticket: Ticket) -> str:
 class HumanDesk:
     """Runs escalation checks in the background of the dialogue service."""
 
-    def __init__(self, engine: Engine, notifier: Notifier, check_seconds: float) -> None:
-        """Check tickets in ``engine``'s database; tell callers through ``notifier``."""
+    def __init__(self, engine: Engine, notifier: Notifier, check_seconds: float,
+                 ttl_s: float = Quotas.escalation_ticket_ttl_s,
+                 clock: Clock = utc_now) -> None:
+        """Check tickets in ``engine``'s database; tell callers through ``notifier``.
+
+        An assigned ticket keeps its staff member busy for ``ttl_s``; ``clock`` tells
+        the time of checks (and so who is on duty).
+        """
         self.engine = engine
         self.notifier = notifier
         self.check_seconds = check_seconds
+        self.ttl_s = ttl_s
+        self.clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, _work: str, result: dict[str, Any]) -> None:
@@ -71,8 +81,13 @@ class HumanDesk:
     async def _check(self, ticket_id: str) -> None:
         try:
             await asyncio.sleep(self.check_seconds)
-            ticket = await asyncio.to_thread(escalations.assign, self.engine, ticket_id)
+            ticket = await asyncio.to_thread(escalations.assign, self.engine, ticket_id,
+                                             self.clock(), self.ttl_s)
             metrics.ESCALATIONS.labels(ticket.status).inc()
+            if ticket.status not in ("assigned", "unavailable"):
+                log.info("escalation not checked", extra={"ticket_id": ticket_id,
+                                                          "status": ticket.status})
+                return  # expired or closed before its check: there is no outcome to tell
             await self.notifier.publish(ticket.session_id, PendingNotification(
                 text=outcome_text(ticket), source=SOURCE,
                 priority=pb.NOTIFICATION_PRIORITY_HIGH))

@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.llm.quotas import Refusal
+from services.llm.tools import TOOLS
+
 if TYPE_CHECKING:
     from openai.types import CompletionUsage
 
@@ -30,6 +33,10 @@ UPSTREAM_ERRORS = Counter(
     "voxmesh_llm_upstream_errors_total",
     "Failed upstream requests, by kind (timeout, rate_limited, status, unavailable, api).",
     ["kind"],
+)
+ACCESS_REFUSED = Counter(
+    "voxmesh_llm_access_refused_total",
+    "Converse streams refused because the session belongs to another caller.",
 )
 ACTIVE_SESSIONS = Gauge(
     "voxmesh_llm_active_sessions",
@@ -56,13 +63,20 @@ ROUTE_SECONDS = Histogram(
 )
 ESCALATIONS = Counter(
     "voxmesh_llm_escalations_total",
-    "Escalation checks finished, by outcome (assigned, unavailable).",
+    "Escalation checks finished, by outcome (assigned, unavailable; expired or closed: "
+    "the ticket ended before its check).",
     ["outcome"],
 )
 NOTIFICATIONS = Counter(
     "voxmesh_llm_notifications_total",
     "Proactive notifications, by event (published, delivered).",
     ["event"],
+)
+TOOL_REFUSALS = Counter(
+    "voxmesh_llm_tool_refusals_total",
+    "Tool calls refused by a quota, by tool (unknown for names not offered) and reason "
+    "(turn_tool_calls: not run; session_bookings, user_bookings, session_escalations).",
+    ["tool", "reason"],
 )
 TOKENS = Counter(
     "voxmesh_llm_tokens_total",
@@ -102,3 +116,10 @@ def count_tokens(agent: str, usage: CompletionUsage | None, content_chunks: int)
 # Series for every turn outcome from the start: error-rate alerts read 0, not "no data".
 for _status in ("completed", "cancelled", "failed"):
     TURNS.labels(_status)
+# Every refusal a quota can produce, from the start: abuse alerts read 0, not "no data".
+for _tool, _reason in (*((name, Refusal.TURN_TOOL_CALLS) for name in TOOLS),
+                       ("unknown", Refusal.TURN_TOOL_CALLS),
+                       ("book_appointment", Refusal.SESSION_BOOKINGS),
+                       ("book_appointment", Refusal.USER_BOOKINGS),
+                       ("escalate_to_human", Refusal.SESSION_ESCALATIONS)):
+    TOOL_REFUSALS.labels(_tool, _reason.value)

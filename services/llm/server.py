@@ -18,6 +18,7 @@ from services.llm.escalation import HumanDesk
 from services.llm.memory import Memory
 from services.llm.notify import Notifier
 from services.llm.overrides import AgentCatalog, UserIdError, load_catalog
+from services.llm.quotas import Clock, Quotas, utc_now
 from services.llm.rag import load_knowledge_bases
 from services.llm.rag.knowledge import knowledge_root
 from services.llm.rag.retriever import KnowledgeRetriever
@@ -27,9 +28,11 @@ from services.llm.tools import TOOLS, ToolBox, ToolContext
 from services.llm.upstream import Upstream, UpstreamError
 from voxmesh.config import LlmSettings
 from voxmesh.logs import session_id_var
+from voxmesh.ownership import OwnershipStore, OwnershipUnavailable, Principal, Verdict
 from voxmesh.telemetry import context_from_grpc_metadata
 from voxmesh.v1 import dialogue_pb2 as pb
 from voxmesh.v1 import dialogue_pb2_grpc
+from voxmesh.variables import VariableError, check_client_variables, merge_variables
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,14 @@ Outgoing = pb.ConverseResponse | SessionError | None
 class DialogueService(dialogue_pb2_grpc.DialogueServicer):
     """Holds the agents and the upstream client; one :class:`DialogueSession` per stream."""
 
-    def __init__(self, settings: LlmSettings) -> None:
-        """Configure; :meth:`load` reads the agents and checks the upstream."""
+    def __init__(self, settings: LlmSettings, clock: Clock = utc_now) -> None:
+        """Configure; :meth:`load` reads the agents and checks the upstream.
+
+        ``clock`` is the time tools and escalation checks see (tests move it).
+        """
         self.settings = settings
+        self.clock = clock
+        self.quotas = Quotas.from_settings(settings)
         self.agents: dict[str, AgentConfig] = {}
         self.catalog = AgentCatalog({}, {})
         self.upstream: Upstream | None = None
@@ -55,6 +63,7 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             Memory(settings.redis_url, settings.history_ttl_seconds) if settings.redis_url
             else None)
         self.notifier = Notifier(self.memory)
+        self.owners = OwnershipStore(settings.redis_url)
         self.retriever: KnowledgeRetriever | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
@@ -117,7 +126,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         self.store = store
         self.toolboxes = {name: ToolBox([TOOLS[t] for t in agent.tools], store)
                           for name, agent in agents.items() if agent.tools}
-        self.desk = HumanDesk(store.engine, self.notifier, self.settings.escalation_check_seconds)
+        self.desk = HumanDesk(store.engine, self.notifier, self.settings.escalation_check_seconds,
+                              self.quotas.escalation_ticket_ttl_s, self.clock)
         resumed = await self.desk.resume()
         log.info("booking database ready", extra={"dialect": store.engine.dialect.name,
                                                   "resumed_escalations": resumed})
@@ -134,6 +144,16 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             rows = await asyncio.to_thread(sync_faq, store.engine, pairs)
             log.info("faq table synced", extra={"questions": rows})
 
+    def _tool_context(self, config: pb.DialogueConfig) -> ToolContext:
+        """What the tools of ``config``'s conversation know: who calls, quotas, clock.
+
+        Quotas are per session and per ``config.user_id``, the same user id that chose
+        the per-user overrides (empty: anonymous, only the per-session caps apply).
+        """
+        return ToolContext(config.session_id,
+                           self.desk.start if self.desk is not None else None,
+                           user_id=config.user_id, quotas=self.quotas, clock=self.clock)
+
     async def aclose(self) -> None:
         """Stop background checks; close the upstream client and the database pool."""
         if self.desk is not None:
@@ -144,6 +164,7 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             await asyncio.to_thread(self.store.dispose)
         if self.memory is not None:
             await self.memory.aclose()
+        await self.owners.aclose()
 
     async def Converse(  # noqa: N802 - gRPC method name
         self,
@@ -163,9 +184,11 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         config = first.config
         session_id_var.set(config.session_id)
         try:
+            check_client_variables(config.variables)
             agents, user_variables = self.catalog.for_user(config.user_id)
-        except UserIdError as exc:
+        except (UserIdError, VariableError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"config.{exc}")
+        await self._check_owner(config, context)
         name = config.agent or self.settings.default_agent
         agent = agents.get(name)
         if agent is None:
@@ -175,16 +198,16 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
 
         out: asyncio.Queue[Outgoing] = asyncio.Queue()
         session = DialogueSession(
-            agent, {**user_variables, **config.variables}, self.upstream,
+            agent, merge_variables(user_variables, config.variables), self.upstream,
             self.settings.history_turns, out.put_nowait,
             context_from_grpc_metadata(context.invocation_metadata()),
             tools=self.toolboxes.get(agent.name), max_tool_steps=self.settings.max_tool_steps,
+            max_tool_calls_per_turn=self.quotas.max_tool_calls_per_turn,
             memory=self.memory, session_id=config.session_id, agents=agents,
             toolboxes=self.toolboxes,
             router=Router(self.upstream, self.settings.route_min_confidence),
             notifier=self.notifier, retriever=self.retriever,
-            tool_context=ToolContext(config.session_id,
-                                     self.desk.start if self.desk is not None else None),
+            tool_context=self._tool_context(config),
             switch_min_confidence=self.settings.switch_min_confidence,
             speculative_routing=self.settings.speculative_routing)
         restored = await session.load()
@@ -204,6 +227,26 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             await session.close()
             metrics.ACTIVE_SESSIONS.dec()
             log.info("conversation ended")
+
+    async def _check_owner(self, config: pb.DialogueConfig,
+                           context: grpc.aio.ServicerContext) -> None:
+        """Open a session's conversation only for its owner (history, notifications and
+        tickets are the owner's); the first caller of a new session id becomes it."""
+        if not config.session_id:
+            return
+        principal = Principal(config.user_id, config.resume_token)
+        try:
+            verdict = await self.owners.claim(config.session_id, principal)
+        except OwnershipUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc}: try again")
+        if verdict in (Verdict.CREATED, Verdict.OWNER):
+            return
+        metrics.ACCESS_REFUSED.inc()
+        self.owners.report("session_forbidden", component="llm",
+                           target_session=config.session_id, user_id=config.user_id,
+                           presented_resume_token=bool(config.resume_token))
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                            "config.session_id: the session belongs to another caller")
 
     @staticmethod
     async def _read(requests: AsyncIterator[pb.ConverseRequest], session: DialogueSession,

@@ -23,8 +23,9 @@ from services.llm.agents import AgentConfig
 from services.llm.history import History
 from services.llm.memory import Memory
 from services.llm.notify import Notifier
+from services.llm.quotas import Refusal
 from services.llm.router import Decision, Router
-from services.llm.tools import ToolBox, ToolContext
+from services.llm.tools import ToolBox, ToolContext, ToolResult, refused
 from services.llm.upstream import ToolCall, Upstream, UpstreamError
 from voxmesh.v1 import dialogue_pb2 as pb
 
@@ -43,6 +44,10 @@ _PHASE_LABEL = {
     pb.TOOL_PHASE_FAILED: "failed",
 }
 _TOO_MANY_STEPS_APOLOGY = "Sorry, I could not finish that request. Please try again."
+_TOO_MANY_CALLS_REFUSAL = ("Sorry, that is more than I can do in one request, so I stopped "
+                           "there. Please ask me for one thing at a time.")
+"""Spoken when the model insists past the per-turn tool call cap: fixed words, because a
+model talked into 66 bookings cannot be trusted to say no in its own words."""
 
 
 def _phase(ok: bool) -> pb.ToolPhase:
@@ -85,6 +90,10 @@ class _Generation:
     released: asyncio.Event = field(default_factory=asyncio.Event)
     committed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set at once for a normal turn; for a speculative one, when the client commits it."""
+    tool_calls: int = 0
+    """Tool calls run for this turn, all steps together (the per-turn cap counts these)."""
+    over_call_cap: bool = False
+    """A call of this turn was refused by the per-turn cap; the model has been told so."""
 
     @property
     def first_token_ms(self) -> int:
@@ -115,6 +124,7 @@ class DialogueSession:
         call_context: Context,
         tools: ToolBox | None = None,
         max_tool_steps: int = 4,
+        max_tool_calls_per_turn: int = 4,
         memory: Memory | None = None,
         session_id: str = "",
         agents: dict[str, AgentConfig] | None = None,
@@ -129,8 +139,10 @@ class DialogueSession:
         """Start a conversation with ``agent``, its prompt filled from ``variables``.
 
         ``tools`` are offered to the model; at most ``max_tool_steps`` model calls of
-        one turn may answer with tool calls. With ``memory``, the history of
-        ``session_id`` is kept in Redis at each turn boundary (see :meth:`load`).
+        one turn may answer with tool calls, and at most ``max_tool_calls_per_turn``
+        calls run per turn (later ones are refused unrun; see :meth:`_answer`).
+        With ``memory``, the history of ``session_id`` is kept in Redis at each turn
+        boundary (see :meth:`load`).
         With ``router``, each turn is classified by the routes of the agent the session
         started with (when it has routes) and may be handed to another of ``agents``
         (with its tools from ``toolboxes``). Away from that routing agent, only the model's
@@ -143,6 +155,7 @@ class DialogueSession:
         """
         self.tools = tools if tools else None
         self.max_tool_steps = max_tool_steps
+        self.max_tool_calls_per_turn = max_tool_calls_per_turn
         self.agent = agent
         self.upstream = upstream
         self.send = send
@@ -447,7 +460,11 @@ class DialogueSession:
             await self.memory.save_agent(self.session_id, after.name)
 
     async def _answer(self, gen: _Generation, messages: list[dict[str, Any]]) -> str:
-        """Stream the reply, running the tool calls it asks for; returns an error or ""."""
+        """Stream the reply, running the tool calls it asks for; returns an error or "".
+
+        Calls past the per-turn cap are refused unrun and the model is told so; if it
+        asks for tools again after that, the turn ends with a fixed spoken refusal.
+        """
         schemas = self.tools.schemas() if self.tools else None
         steps = 0
         agent = self.agent.name  # a handoff during the reply must not relabel its tokens
@@ -460,6 +477,10 @@ class DialogueSession:
                     metrics.count_tokens(agent, stream.usage, stream.content_chunks)
             calls = stream.tool_calls
             if not calls or self.tools is None:
+                return ""
+            if gen.over_call_cap:
+                await self._run_tools(gen, calls)  # refused unrun, recorded and reported
+                self._emit_text(gen, ("" if not gen.parts else " ") + _TOO_MANY_CALLS_REFUSAL)
                 return ""
             if steps >= self.max_tool_steps:
                 self._emit_text(gen, ("" if not gen.parts else " ") + _TOO_MANY_STEPS_APOLOGY)
@@ -484,6 +505,10 @@ class DialogueSession:
             for call in calls:
                 if gen.cancelled:
                     raise asyncio.CancelledError
+                if gen.tool_calls >= self.max_tool_calls_per_turn:
+                    done.append((call, self._refuse_over_cap(gen, call)))
+                    continue
+                gen.tool_calls += 1
                 self._emit_tool(gen, call, pb.TOOL_PHASE_STARTED)
                 running = asyncio.ensure_future(
                     self.tools.execute(call.name, call.arguments, self.tool_context))
@@ -492,10 +517,10 @@ class DialogueSession:
                 except asyncio.CancelledError:
                     result = await running  # it may have changed the database: keep it
                     done.append((call, result.result_json))
-                    self._emit_tool(gen, call, _phase(result.ok), result.result_json)
+                    self._emit_result(gen, call, result)
                     raise
                 done.append((call, result.result_json))
-                self._emit_tool(gen, call, _phase(result.ok), result.result_json)
+                self._emit_result(gen, call, result)
         finally:
             step = _step_messages(done)
             if step:
@@ -512,13 +537,35 @@ class DialogueSession:
         gen.parts.append(piece)
         self.send(pb.ConverseResponse(delta=pb.TextDelta(turn_id=gen.turn_id, delta=piece)))
 
+    def _refuse_over_cap(self, gen: _Generation, call: ToolCall) -> str:
+        """Refuse ``call`` unrun (the turn's cap is reached); returns what the model reads."""
+        gen.over_call_cap = True
+        result = refused(Refusal.TURN_TOOL_CALLS, (
+            f"limit reached: at most {self.max_tool_calls_per_turn} tool calls per request, "
+            f"so this call was not run. Tell the caller what was done; anything else must "
+            f"wait for their next request."))
+        self._emit_result(gen, call, result)
+        return result.result_json
+
+    def _emit_result(self, gen: _Generation, call: ToolCall, result: ToolResult) -> None:
+        """Report how a call ended; a quota's refusal is also logged and counted."""
+        if result.refusal:
+            metrics.TOOL_REFUSALS.labels(self._tool_label(call), result.refusal).inc()
+            log.warning("tool call refused", extra={
+                "turn_id": gen.turn_id, "tool": call.name, "reason": result.refusal})
+        self._emit_tool(gen, call, _phase(result.ok), result.result_json, result.refusal)
+
+    def _tool_label(self, call: ToolCall) -> str:
+        """``call``'s tool as a metric label: bounded, so names not offered are "unknown"."""
+        return call.name if self.tools and call.name in self.tools.tools else "unknown"
+
     def _emit_tool(self, gen: _Generation, call: ToolCall, phase: pb.ToolPhase,
-                   result_json: str = "") -> None:
-        metrics.TOOL_CALLS.labels(call.name if self.tools and call.name in self.tools.tools
-                                  else "unknown", _PHASE_LABEL[phase]).inc()
+                   result_json: str = "", refusal: str = "") -> None:
+        metrics.TOOL_CALLS.labels(self._tool_label(call), _PHASE_LABEL[phase]).inc()
         self.send(pb.ConverseResponse(tool=pb.ToolActivity(
             turn_id=gen.turn_id, call_id=call.id, name=call.name,
-            arguments_json=call.arguments, phase=phase, result_json=result_json)))
+            arguments_json=call.arguments, phase=phase, result_json=result_json,
+            refusal_reason=refusal)))
 
     def _send_done(self, turn_id: str, status: pb.TurnStatus, text: str,
                    error: str = "", first_token_ms: int = 0) -> None:

@@ -13,6 +13,7 @@ from services.orchestrator.server import OrchestratorServicer
 from services.orchestrator.session import TurnPolicy
 from voxmesh.config import OrchestratorSettings
 from voxmesh.grpc_server import serve
+from voxmesh.ownership import OwnershipStore
 from voxmesh.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 
@@ -21,12 +22,13 @@ async def main() -> None:
     settings = OrchestratorSettings()
     downstream = Downstream.connect(settings.stt_addr, settings.llm_addr, settings.tts_addr)
     audit = AuditLog(settings.redis_url, settings.audit_queue_size, settings.audit_batch_size)
+    owners = OwnershipStore(settings.redis_url)
 
     def register(server: grpc.aio.Server) -> Sequence[str]:
         orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
             OrchestratorServicer(downstream, audit, TurnPolicy(
                 settings.eager_turns, settings.barge_in_min_speech_ms,
-                settings.llm_first_token_timeout_s)), server)
+                settings.llm_first_token_timeout_s), owners), server)
         return [orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name]
 
     async def load() -> None:
@@ -36,6 +38,7 @@ async def main() -> None:
         await serve("orchestrator", settings, register, load)
     finally:
         await audit.close()
+        await owners.aclose()
         await downstream.close()
 
 

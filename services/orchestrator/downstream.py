@@ -8,7 +8,9 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from voxmesh.config import TlsSettings
 from voxmesh.grpc_server import server_options
+from voxmesh.tls import open_aio_channel
 from voxmesh.v1 import dialogue_pb2_grpc, stt_pb2_grpc, tts_pb2_grpc
 
 Req = TypeVar("Req")
@@ -24,12 +26,17 @@ class Downstream:
     channels: tuple[grpc.aio.Channel, ...]
 
     @classmethod
-    def connect(cls, stt_addr: str, llm_addr: str, tts_addr: str) -> Downstream:
-        """Open (lazily connecting) channels to the three services."""
+    def connect(cls, stt_addr: str, llm_addr: str, tts_addr: str,
+                tls: TlsSettings | None = None) -> Downstream:
+        """Open (lazily connecting) channels to the three services.
+
+        ``tls`` (``VOXMESH_TLS_*`` when omitted) makes them TLS/mTLS channels.
+        """
+        tls = tls if tls is not None else TlsSettings()
         # round_robin: a dns:/// address of a headless Service spreads streams over its pods.
         opts = [*server_options(4 * 1024 * 1024), ("grpc.lb_policy_name", "round_robin")]
         stt_ch, llm_ch, tts_ch = (
-            grpc.aio.insecure_channel(addr, options=opts) for addr in (stt_addr, llm_addr, tts_addr)
+            open_aio_channel(addr, tls, opts) for addr in (stt_addr, llm_addr, tts_addr)
         )
         return cls(
             stt=stt_pb2_grpc.SpeechToTextStub(stt_ch),

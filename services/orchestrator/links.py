@@ -42,7 +42,7 @@ class DownstreamLinks(Notifications):
         writer: StreamWriter[dialogue_pb2.ConverseRequest] = StreamWriter(call)
         await writer.write(dialogue_pb2.ConverseRequest(config=dialogue_pb2.DialogueConfig(
             session_id=self.session_id, agent=self.agent, variables=self.variables,
-            user_id=self.user_id)))
+            user_id=self.user_id, resume_token=self.resume_token)))
         first = await call.read()
         if first is grpc.aio.EOF or first.WhichOneof("event") != "ready":
             call.cancel()
@@ -180,7 +180,8 @@ class DownstreamLinks(Notifications):
             tool = event.tool
             self.record("tool", tool.turn_id, component="llm", call_id=tool.call_id,
                         name=tool.name, arguments=tool.arguments_json,
-                        phase=dialogue_pb2.ToolPhase.Name(tool.phase), result=tool.result_json)
+                        phase=dialogue_pb2.ToolPhase.Name(tool.phase), result=tool.result_json,
+                        refusal=tool.refusal_reason)
         elif kind == "done":
             done = event.done
             turn = self.turns.get(done.turn_id)

@@ -46,6 +46,13 @@ AUDIT_CHAIN_RESUMES = Counter(
     "voxmesh_orchestrator_audit_chain_resumes_total",
     "Sessions whose audit hash chain was continued from an existing stream.",
 )
+ACCESS_REFUSED = Counter(
+    "voxmesh_orchestrator_access_refused_total",
+    "Session starts refused before touching any session, by reason: session_forbidden "
+    "(another caller's session), unknown_session, token_reused (a replayed token).",
+    ["reason"],
+)
+ACCESS_REASONS = ("session_forbidden", "unknown_session", "token_reused")
 
 # Series for every known label value from the start: alerts and dashboards then read 0,
 # not "no data", before the first event.
@@ -57,3 +64,5 @@ for _service in ("stt", "llm", "tts"):
     DOWNSTREAM_ERRORS.labels(_service)
 for _reason in ("queue_full", "rejected"):
     AUDIT_DROPPED.labels(_reason)
+for _reason in ACCESS_REASONS:
+    ACCESS_REFUSED.labels(_reason)

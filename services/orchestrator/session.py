@@ -26,6 +26,7 @@ from services.orchestrator.state import State
 from services.orchestrator.turn import now_ms
 from voxmesh.audio import SUPPORTED_SAMPLE_RATES
 from voxmesh.logs import session_id_var
+from voxmesh.ownership import OwnershipUnavailable, Principal, Verdict, new_resume_token
 from voxmesh.v1 import orchestrator_pb2 as pb
 from voxmesh.v1 import stt_pb2
 
@@ -68,6 +69,7 @@ class Session(DownstreamLinks):
         self.session_id = start.session_id or uuid.uuid4().hex
         session_id_var.set(self.session_id)
         resumed = bool(start.session_id)
+        await self._authorize(start)
         self.input_rate = start.input_sample_rate_hertz or 16000
         self.output_rate = start.output_sample_rate_hertz or 24000
         self.record("session.start", agent=start.agent, input_rate=self.input_rate,
@@ -90,9 +92,57 @@ class Session(DownstreamLinks):
             raise self._abort(grpc.StatusCode.INTERNAL, str(exc)) from exc
         await self._open_stt()
         self.send(started=pb.SessionStarted(session_id=self.session_id, agent=ready.agent,
-                                            is_resumed=resumed))
+                                            is_resumed=resumed, resume_token=self.resume_token))
         self.record("session.started", agent=ready.agent, voice=ready.voice, model=ready.model)
         self.state.to(State.LISTENING)
+
+    async def _authorize(self, start: pb.SessionStart) -> None:
+        """Spend the token, then create the session or prove the caller owns it.
+
+        Runs before anything is recorded: a refused attempt writes nothing to the
+        session's audit log, only to the security log.
+
+        Raises:
+            SessionAbort: token reused, unknown session, another caller's session, or
+                the ownership store is unreachable.
+        """
+        principal = Principal(start.user_id, start.resume_token)
+        try:
+            if start.token_id and not await self.owners.spend_token(
+                    start.token_id, start.token_expires_at):
+                raise self._refuse(grpc.StatusCode.UNAUTHENTICATED, "token_reused",
+                                   "session token already used: each token opens one session;"
+                                   " get a new one", principal)
+            if not start.session_id:
+                self.resume_token = new_resume_token()
+                if not await self.owners.create(
+                        self.session_id, Principal(start.user_id, self.resume_token)):
+                    raise SessionAbort(grpc.StatusCode.ALREADY_EXISTS,
+                                       "session id collision: start again")
+                return
+            verdict = await self.owners.check(self.session_id, principal)
+        except OwnershipUnavailable as exc:
+            raise SessionAbort(grpc.StatusCode.UNAVAILABLE, f"{exc}: try again",
+                               "session_store_unavailable") from None
+        if verdict is Verdict.UNKNOWN:
+            raise self._refuse(grpc.StatusCode.NOT_FOUND, "unknown_session",
+                               f"session_id: no session {self.session_id!r} (never created, "
+                               "or expired)", principal)
+        if verdict is not Verdict.OWNER:
+            raise self._refuse(grpc.StatusCode.PERMISSION_DENIED, "session_forbidden",
+                               "session_id: the session belongs to another caller", principal)
+        self.resume_token = start.resume_token
+
+    def _refuse(self, code: grpc.StatusCode, reason: str, message: str,
+                principal: Principal) -> SessionAbort:
+        """Count and log a refused start; the session it named is left alone."""
+        metrics.ACCESS_REFUSED.labels(reason).inc()
+        self.owners.report(reason, component="orchestrator", target_session=self.session_id,
+                           user_id=principal.user_id,
+                           presented_resume_token=bool(principal.resume_token))
+        self.session_id = ""  # nothing of this attempt may reach that session's audit log
+        session_id_var.set("")
+        return SessionAbort(code, message, reason)
 
     async def _close(self) -> None:
         self.closing = True

@@ -23,18 +23,24 @@ from services.orchestrator.audit import AuditLog
 from services.orchestrator.downstream import Downstream, StreamWriter
 from services.orchestrator.state import State, StateMachine
 from services.orchestrator.turn import Turn
+from voxmesh.ownership import OwnershipStore
 from voxmesh.v1 import dialogue_pb2, stt_pb2
 from voxmesh.v1 import orchestrator_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 class SessionAbort(Exception):
-    """Ends the session with a gRPC status (the client gets code and message)."""
+    """Ends the session with a gRPC status (the client gets code and message).
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    ``reason`` is a machine-readable cause the gateway turns into its own error code
+    and close code (trailing metadata ``voxmesh-reason``), e.g. ``session_forbidden``.
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.reason = reason
 
 
 def new_turn_id() -> str:
@@ -55,9 +61,10 @@ class SessionCore:
     """State of one Orchestrator.Session stream, and its plumbing."""
 
     def __init__(self, downstream: Downstream, audit: AuditLog,
-                 policy: TurnPolicy | None = None) -> None:
+                 policy: TurnPolicy | None = None, owners: OwnershipStore | None = None) -> None:
         self.down = downstream
         self.audit = audit
+        self.owners = owners or OwnershipStore()
         self.policy = policy or TurnPolicy()
         self.session_id = ""
         self.input_rate = 16000
@@ -93,6 +100,8 @@ class SessionCore:
         self.agent = ""
         self.variables: dict[str, str] = {}
         self.user_id = ""
+        self.resume_token = ""
+        """The session's own secret; the dialogue service checks it on every (re)open."""
         self.llm_up = True
         self.stt_up = True
         self.stt_base_ms = 0.0

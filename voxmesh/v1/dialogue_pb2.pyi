@@ -39,7 +39,7 @@ NOTIFICATION_PRIORITY_NORMAL: NotificationPriority
 NOTIFICATION_PRIORITY_HIGH: NotificationPriority
 
 class DialogueConfig(_message.Message):
-    __slots__ = ("session_id", "agent", "variables", "user_id")
+    __slots__ = ("session_id", "agent", "variables", "user_id", "resume_token")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -51,11 +51,13 @@ class DialogueConfig(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     agent: str
     variables: _containers.ScalarMap[str, str]
     user_id: str
-    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., user_id: _Optional[str] = ...) -> None: ...
+    resume_token: str
+    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., user_id: _Optional[str] = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class UserTurn(_message.Message):
     __slots__ = ("turn_id", "text", "trace_context", "speculative")
@@ -145,20 +147,22 @@ class TextDelta(_message.Message):
     def __init__(self, turn_id: _Optional[str] = ..., delta: _Optional[str] = ...) -> None: ...
 
 class ToolActivity(_message.Message):
-    __slots__ = ("turn_id", "call_id", "name", "arguments_json", "phase", "result_json")
+    __slots__ = ("turn_id", "call_id", "name", "arguments_json", "phase", "result_json", "refusal_reason")
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARGUMENTS_JSON_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    REFUSAL_REASON_FIELD_NUMBER: _ClassVar[int]
     turn_id: str
     call_id: str
     name: str
     arguments_json: str
     phase: ToolPhase
     result_json: str
-    def __init__(self, turn_id: _Optional[str] = ..., call_id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_json: _Optional[str] = ..., phase: _Optional[_Union[ToolPhase, str]] = ..., result_json: _Optional[str] = ...) -> None: ...
+    refusal_reason: str
+    def __init__(self, turn_id: _Optional[str] = ..., call_id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_json: _Optional[str] = ..., phase: _Optional[_Union[ToolPhase, str]] = ..., result_json: _Optional[str] = ..., refusal_reason: _Optional[str] = ...) -> None: ...
 
 class TurnComplete(_message.Message):
     __slots__ = ("turn_id", "status", "text", "error_message", "first_token_ms")

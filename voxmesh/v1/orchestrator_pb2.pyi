@@ -32,7 +32,7 @@ ROLE_USER: Role
 ROLE_ASSISTANT: Role
 
 class SessionStart(_message.Message):
-    __slots__ = ("session_id", "agent", "input_sample_rate_hertz", "output_sample_rate_hertz", "variables", "user_id")
+    __slots__ = ("session_id", "agent", "input_sample_rate_hertz", "output_sample_rate_hertz", "variables", "user_id", "resume_token", "token_id", "token_expires_at")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,13 +46,19 @@ class SessionStart(_message.Message):
     OUTPUT_SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     agent: str
     input_sample_rate_hertz: int
     output_sample_rate_hertz: int
     variables: _containers.ScalarMap[str, str]
     user_id: str
-    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., input_sample_rate_hertz: _Optional[int] = ..., output_sample_rate_hertz: _Optional[int] = ..., variables: _Optional[_Mapping[str, str]] = ..., user_id: _Optional[str] = ...) -> None: ...
+    resume_token: str
+    token_id: str
+    token_expires_at: int
+    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., input_sample_rate_hertz: _Optional[int] = ..., output_sample_rate_hertz: _Optional[int] = ..., variables: _Optional[_Mapping[str, str]] = ..., user_id: _Optional[str] = ..., resume_token: _Optional[str] = ..., token_id: _Optional[str] = ..., token_expires_at: _Optional[int] = ...) -> None: ...
 
 class InputText(_message.Message):
     __slots__ = ("text",)
@@ -95,14 +101,16 @@ class SessionRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[SessionStart, _Mapping]] = ..., audio: _Optional[bytes] = ..., input_text: _Optional[_Union[InputText, _Mapping]] = ..., interrupt: _Optional[_Union[Interrupt, _Mapping]] = ..., playback: _Optional[_Union[PlaybackReport, _Mapping]] = ..., end: _Optional[_Union[EndSession, _Mapping]] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
-    __slots__ = ("session_id", "agent", "is_resumed")
+    __slots__ = ("session_id", "agent", "is_resumed", "resume_token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
     IS_RESUMED_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     agent: str
     is_resumed: bool
-    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., is_resumed: bool = ...) -> None: ...
+    resume_token: str
+    def __init__(self, session_id: _Optional[str] = ..., agent: _Optional[str] = ..., is_resumed: bool = ..., resume_token: _Optional[str] = ...) -> None: ...
 
 class StateChanged(_message.Message):
     __slots__ = ("state", "turn_id")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     Column,
+    Connection,
     DateTime,
     ForeignKey,
     Integer,
@@ -12,8 +13,10 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    inspect,
 )
 from sqlalchemy import Table as _Table
+from sqlalchemy.schema import CreateColumn
 
 metadata = MetaData()
 
@@ -57,6 +60,9 @@ appointments = _Table(
     Column("ends_at", DateTime, nullable=False),
     Column("status", String(16), nullable=False),  # booked | cancelled
     Column("created_at", DateTime, nullable=False),
+    # Who booked it, for the per-session and per-user quotas (NULL: booked before quotas).
+    Column("session_id", String(128), index=True),
+    Column("user_id", String(128), index=True),
 )
 faq = _Table(
     "faq", metadata,
@@ -84,8 +90,35 @@ escalations = _Table(
     Column("name", String(200)),
     Column("phone", String(32)),
     Column("urgent", Integer, nullable=False),  # 0 or 1: portable boolean
-    Column("status", String(16), nullable=False, index=True),  # pending | assigned | unavailable
+    # pending | assigned | unavailable | closed | expired; only pending and assigned are open.
+    Column("status", String(16), nullable=False, index=True),
     Column("staff_id", ForeignKey("staff.id")),
+    # Times in UTC, naive (portable); an open ticket past expires_at counts as expired
+    # even before a sweep marks it (NULL: opened before expiry existed, so expired).
     Column("created_at", DateTime, nullable=False),
     Column("resolved_at", DateTime),
+    Column("expires_at", DateTime),
+    Column("closed_at", DateTime),
 )
+
+
+def add_missing_columns(conn: Connection) -> list[str]:
+    """Add columns this schema has and an older database lacks; returns them as table.column.
+
+    ``create_all`` makes missing tables only; the columns added since are all nullable, so
+    ``ALTER TABLE ... ADD COLUMN`` (portable) is the whole migration.
+    """
+    added: list[str] = []
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        missing = [column for column in table.columns if column.name not in present]
+        for column in missing:
+            ddl = CreateColumn(column).compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            added.append(f"{table.name}.{column.name}")
+        names = {column.name for column in missing}
+        for index in table.indexes:
+            if names & {column.name for column in index.columns}:
+                index.create(conn, checkfirst=True)
+    return added

@@ -1,11 +1,13 @@
 """The booking store: create and seed the schema, look up, book and cancel.
 
 Every method blocks (SQLAlchemy Core is synchronous); callers run them through
-``asyncio.to_thread``. Booking checks capacity and inserts in one transaction that
-first locks the day's opening-hours row, so replicas sharing one database never
-overbook a slot: PostgreSQL takes a row lock (``SELECT ... FOR UPDATE``); SQLite, which
-ignores that clause, starts every transaction with ``BEGIN IMMEDIATE`` (one writer at a
-time, others wait up to the busy timeout instead of failing on a lock upgrade).
+``asyncio.to_thread``. Booking checks capacity and quotas and inserts in one transaction
+that first locks the opening-hours rows, so replicas sharing one database never overbook
+a slot nor let a session or user past its booking quota: PostgreSQL takes row locks
+(``SELECT ... FOR UPDATE``, every weekday's row, in order: a caller's bookings on
+different days must serialise too); SQLite, which ignores that clause, starts every
+transaction with ``BEGIN IMMEDIATE`` (one writer at a time, others wait up to the busy
+timeout instead of failing on a lock upgrade).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.llm.db import schema as t
 from services.llm.db.availability import free_starts, overlapping
+from services.llm.quotas import QuotaExceeded, Quotas, Refusal
 
 SERVICE_TYPES = [
     ("oil_change", "Oil change", 30, 4900),
@@ -42,6 +45,21 @@ OPENING_HOURS = {
 
 class BookingError(ValueError):
     """A booking request that cannot be honoured; the message is told to the model."""
+
+
+@dataclass(frozen=True)
+class Booker:
+    """Who asks for a booking, and the quotas that apply to them.
+
+    Attributes:
+        session_id: The session booking; its bookings count against the session cap.
+        user_id: The user booking; empty (anonymous) means only the session cap applies.
+        quotas: The caps to enforce.
+    """
+
+    session_id: str
+    user_id: str
+    quotas: Quotas
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,7 @@ class BookingStore:
     def _create(self) -> None:
         t.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
+            t.add_missing_columns(conn)
             known = set(conn.scalars(select(t.service_types.c.code)))
             rows = [dict(code=c, name=n, duration_minutes=d, price_cents=p)
                     for c, n, d, p in SERVICE_TYPES if c not in known]
@@ -151,13 +170,16 @@ class BookingStore:
                                self._booked(conn, day), self.bays, now)
 
     def book(self, code: str, starts_at: datetime, name: str, phone: str,
-             now: datetime | None = None) -> dict[str, Any]:
+             now: datetime | None = None, booker: Booker | None = None) -> dict[str, Any]:
         """Book service ``code`` at ``starts_at`` for the customer with ``phone``.
 
-        The customer is found by phone or created. Returns the confirmation.
+        The customer is found by phone or created. Returns the confirmation. With
+        ``booker``, the booking is recorded as theirs and refused past their quotas;
+        without, no quota applies (the caller is trusted code, not a model).
 
         Raises:
             BookingError: closed then, outside hours, or all bays taken.
+            QuotaExceeded: ``booker`` already holds as many bookings as allowed.
         """
         service = self.service_type(code)
         ends_at = starts_at + timedelta(minutes=service.duration_minutes)
@@ -165,7 +187,10 @@ class BookingStore:
         if starts_at <= now:
             raise BookingError(f"date/time: {starts_at:%Y-%m-%d %H:%M} is in the past")
         with self._lock, self.engine.begin() as conn:
-            hours = self._hours(conn, starts_at.date(), lock=True)
+            self._lock_bookings(conn)
+            if booker is not None:
+                self._check_quotas(conn, booker, now)
+            hours = self._hours(conn, starts_at.date())
             if hours is None:
                 raise BookingError(f"date: the service department is closed on "
                                    f"{starts_at:%A %Y-%m-%d}")
@@ -182,7 +207,9 @@ class BookingStore:
             conn.execute(insert(t.appointments).values(
                 confirmation_id=confirmation, customer_id=customer_id,
                 service_type_id=service.id, starts_at=starts_at, ends_at=ends_at,
-                status="booked", created_at=now))
+                status="booked", created_at=now,
+                session_id=booker.session_id if booker else None,
+                user_id=(booker.user_id or None) if booker else None))
         return {"confirmation_id": confirmation, "service_type": service.code,
                 "service_name": service.name, "date": starts_at.date().isoformat(),
                 "time": starts_at.strftime("%H:%M"), "ends": ends_at.strftime("%H:%M"),
@@ -213,11 +240,41 @@ class BookingStore:
     # -- helpers ---------------------------------------------------------------------------
 
     @staticmethod
-    def _hours(conn: Connection, day: date, lock: bool = False) -> tuple[time, time] | None:
-        """Opening hours of ``day``; ``lock`` serialises bookings of that weekday."""
-        query = select(t.opening_hours.c.opens, t.opening_hours.c.closes).where(
-            t.opening_hours.c.weekday == day.weekday())
-        row = conn.execute(query.with_for_update() if lock else query).first()
+    def _lock_bookings(conn: Connection) -> None:
+        """Serialise bookings across replicas: lock every opening-hours row, in order.
+
+        Quotas span days, so locking only the booked day's row would let one caller's
+        bookings of two days race past a cap; the fixed order rules out deadlocks.
+        """
+        conn.execute(select(t.opening_hours.c.weekday).order_by(
+            t.opening_hours.c.weekday).with_for_update()).all()
+
+    @staticmethod
+    def _check_quotas(conn: Connection, booker: Booker, now: datetime) -> None:
+        """Refuse a booking past ``booker``'s caps (under the booking lock)."""
+        a = t.appointments.c
+        booked = select(func.count()).select_from(t.appointments).where(a.status == "booked")
+        quotas = booker.quotas
+        in_session = int(conn.scalar(booked.where(a.session_id == booker.session_id)) or 0)
+        if in_session >= quotas.max_bookings_per_session:
+            raise QuotaExceeded(Refusal.SESSION_BOOKINGS, (
+                f"limit reached: you already have {in_session} bookings in this call; that "
+                f"is the limit per call. Nothing was booked; the caller may change or cancel "
+                f"one of them instead."))
+        if not booker.user_id:
+            return  # anonymous: nothing ties its sessions together
+        upcoming = int(conn.scalar(booked.where(
+            and_(a.user_id == booker.user_id, a.starts_at > now))) or 0)
+        if upcoming >= quotas.max_bookings_per_user:
+            raise QuotaExceeded(Refusal.USER_BOOKINGS, (
+                f"limit reached: this caller already has {upcoming} upcoming bookings; that "
+                f"is the limit per customer. Nothing was booked; they may cancel one first."))
+
+    @staticmethod
+    def _hours(conn: Connection, day: date) -> tuple[time, time] | None:
+        """Opening hours of ``day``, or None when closed."""
+        row = conn.execute(select(t.opening_hours.c.opens, t.opening_hours.c.closes).where(
+            t.opening_hours.c.weekday == day.weekday())).first()
         return None if row is None else (row.opens, row.closes)
 
     @staticmethod

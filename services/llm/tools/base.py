@@ -1,7 +1,8 @@
 """A tool: a name, a pydantic model of its arguments and a blocking function.
 
-Arguments are validated before anything runs; a bad argument, a refused booking or an
-unexpected failure all become an error result for the model, never an exception.
+Arguments are validated before anything runs; a bad argument, a refused booking, a call
+past a quota or an unexpected failure all become an error result for the model, never
+an exception.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from services.llm.db.store import BookingError, BookingStore
+from services.llm.quotas import Clock, QuotaExceeded, Quotas, Refusal, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +32,21 @@ class ToolContext:
         start_background: Starts follow-up work after a call succeeded, with its result
             (for example the check for a human after an escalation); None when the
             service runs no background work.
+        user_id: The user of the conversation (``DialogueConfig.user_id``); empty for
+            an anonymous one.
+        quotas: Limits on what the calls of this conversation may do.
+        clock: The time; tools read it here, never from the system, so tests set it.
     """
 
     session_id: str = ""
     start_background: Callable[[str, dict[str, Any]], None] | None = None
+    user_id: str = ""
+    quotas: Quotas = field(default_factory=Quotas)
+    clock: Clock = utc_now
+
+    def now(self) -> datetime:
+        """The current time, aware."""
+        return self.clock()
 
 
 @dataclass(frozen=True)
@@ -65,14 +79,24 @@ class Tool:
 
 @dataclass(frozen=True)
 class ToolResult:
-    """What a call produced: the JSON sent back to the model, and whether it failed."""
+    """What a call produced: the JSON sent back to the model, and whether it failed.
+
+    ``refusal`` names the quota that refused the call (a :class:`Refusal` value), else "".
+    """
 
     ok: bool
     result_json: str
+    refusal: str = ""
 
 
 def _error(message: str) -> ToolResult:
     return ToolResult(False, json.dumps({"error": message}))
+
+
+def refused(reason: Refusal, message: str) -> ToolResult:
+    """The result of a call a quota refused: the model reads why, and the reason code."""
+    return ToolResult(False, json.dumps({"error": message, "refusal": reason.value}),
+                      reason.value)
 
 
 class ToolBox:
@@ -111,6 +135,8 @@ class ToolBox:
             result = await asyncio.to_thread(tool.run, self.store, args, context)
         except BookingError as exc:
             return _error(str(exc))
+        except QuotaExceeded as exc:
+            return refused(exc.reason, str(exc))
         except Exception as exc:  # a database failure must not end the conversation
             log.exception("tool failed", extra={"tool": name})
             return _error(f"internal error in {name}: {type(exc).__name__}")

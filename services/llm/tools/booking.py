@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.llm.db.store import BookingError, BookingStore
+from services.llm.db.store import Booker, BookingError, BookingStore
+from services.llm.quotas import as_local
 from services.llm.tools.base import Tool, ToolContext
 
 _PHONE_CHARS = re.compile(r"^\+?[0-9 ()./-]+$")
@@ -55,8 +56,8 @@ class CancelArgs(_Args):
     _phone = field_validator("phone")(check_phone)
 
 
-def _not_past(day: dt.date) -> None:
-    if day < dt.datetime.now().date():
+def _not_past(day: dt.date, now: dt.datetime) -> None:
+    if day < now.date():
         raise BookingError(f"date: {day.isoformat()} is in the past")
 
 
@@ -68,19 +69,22 @@ def list_service_types(store: BookingStore, _: NoArgs, _ctx: ToolContext) -> dic
 
 
 def check_availability(store: BookingStore, args: AvailabilityArgs,
-                       _ctx: ToolContext) -> dict[str, Any]:
+                       ctx: ToolContext) -> dict[str, Any]:
     """Free start times of a service on a day."""
-    _not_past(args.date)
-    starts = store.free_starts(args.service_type, args.date, now=dt.datetime.now())
+    now = as_local(ctx.now())  # the dealership's wall clock
+    _not_past(args.date, now)
+    starts = store.free_starts(args.service_type, args.date, now=now)
     return {"service_type": args.service_type, "date": args.date.isoformat(),
             "free_start_times": [s.strftime("%H:%M") for s in starts]}
 
 
-def book_appointment(store: BookingStore, args: BookArgs, _ctx: ToolContext) -> dict[str, Any]:
-    """Book a service; returns the confirmation."""
-    _not_past(args.date)
+def book_appointment(store: BookingStore, args: BookArgs, ctx: ToolContext) -> dict[str, Any]:
+    """Book a service for the conversation's session and user, within their quotas."""
+    now = as_local(ctx.now())
+    _not_past(args.date, now)
     return store.book(args.service_type, dt.datetime.combine(args.date, args.time),
-                      args.name.strip(), args.phone)
+                      args.name.strip(), args.phone, now=now,
+                      booker=Booker(ctx.session_id, ctx.user_id, ctx.quotas))
 
 
 def cancel_appointment(store: BookingStore, args: CancelArgs, _ctx: ToolContext) -> dict[str, Any]:

@@ -34,9 +34,10 @@ class EscalateArgs(BaseModel):
 
 def escalate_to_human(store: BookingStore, args: EscalateArgs,
                       ctx: ToolContext) -> dict[str, Any]:
-    """Open a pending ticket; the check for a free person runs in the background."""
+    """Open a pending ticket (within the session's quota); the check runs in the background."""
     ticket = escalations.open_ticket(store.engine, ctx.session_id, args.reason.strip(),
-                                     args.name.strip(), args.phone, args.urgent)
+                                     args.name.strip(), args.phone, args.urgent,
+                                     now=ctx.now(), quotas=ctx.quotas)
     return {"ticket_id": ticket.ticket_id, "status": "checking",
             "instructions": "Tell the caller you are finding someone now and will let them "
                             "know in a moment; do not promise who or when."}

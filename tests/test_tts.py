@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -144,9 +145,30 @@ async def read_all(call: Any, until: str = "") -> list[tts_pb2.StreamingSynthesi
 
 
 async def expect_error(addr: str, *requests: Request) -> grpc.aio.AioRpcError:
-    """Run a stream that must fail; return its error."""
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await synthesize(addr, *requests)
+    """Run a stream that must fail; return its error.
+
+    Each request waits until the server had a moment to refuse the one before: a write
+    that loses the race with the server's abort makes grpc (1.85) end the call locally
+    with "Internal error from Core" instead of the server's status.
+    """
+    async def responses(call: grpc.aio.StreamStreamCall) -> None:
+        async for _ in call:
+            pass
+
+    async with grpc.aio.insecure_channel(addr) as channel:
+        call = tts_pb2_grpc.TextToSpeechStub(channel).StreamingSynthesize()
+        reader = asyncio.create_task(responses(call))
+        for request in requests:
+            if reader.done():
+                break
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                await call.write(request)
+            await asyncio.wait({reader}, timeout=0.2)
+        if not reader.done():
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                await call.done_writing()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await reader
     return info.value
 
 

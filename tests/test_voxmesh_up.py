@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,12 +32,13 @@ def voxmesh_up(
     state_dir = tmp_path_factory.mktemp("up")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("VOXMESH_")}  # embedded defaults only
-    gateway = free_port()
+    gateway, redis_port = free_port(), free_port()
     env.update({f"VOXMESH_{name}_PORT": str(free_port())
                 for name in ("ORCHESTRATOR", "STT", "LLM", "TTS")})
-    argv = [sys.executable, "-m", "voxmesh.cli", "up", "--port", str(gateway),
-            "--redis-port", str(free_port()), "--llm-server-port", str(free_port()),
-            "--state-dir", str(state_dir)]
+    # Bound beyond loopback, as `voxmesh up --host 0.0.0.0` on a shared network would be.
+    argv = [sys.executable, "-m", "voxmesh.cli", "up", "--host", "0.0.0.0",
+            "--port", str(gateway), "--redis-port", str(redis_port),
+            "--llm-server-port", str(free_port()), "--state-dir", str(state_dir)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
     output: list[str] = []
@@ -56,12 +58,18 @@ def voxmesh_up(
     url = url_line.split()[1]
     # No VOXMESH_API_KEY was given: `up` generated one and printed it.
     key_line = next(line for line in output if line.strip().startswith("api key"))
-    # It says what other machines can reach (nothing on the default host), and never prints
-    # the password of the Redis it started.
+    # It says what other machines can reach (the gateway only), and never prints the
+    # password of the Redis it started.
     printed = "".join(output)
-    assert "exposed beyond this machine: nothing" in printed, printed
+    assert f"exposed on 0.0.0.0:{gateway}: gateway" in printed, printed
+    assert f"loopback only: redis :{redis_port} (password required)" in printed, printed
     assert "redis://:***@127.0.0.1:" in printed, printed
-    yield proc, url, state_dir, key_line.split()[2]
+    # A client on the network would reach the gateway; Redis refuses anyone without the
+    # password.
+    with socket.create_connection(("127.0.0.1", redis_port), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(64).startswith(b"-NOAUTH"), "Redis answered without credentials"
+    yield proc, url.replace("0.0.0.0", "127.0.0.1"), state_dir, key_line.split()[2]
     if proc.poll() is None:
         proc.kill()
         proc.wait()

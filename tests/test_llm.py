@@ -129,7 +129,8 @@ async def test_a_turn_streams_the_reply_with_the_agent_prompt(
 
     assert conv.ready.agent == "assistant" and conv.ready.model == "smollm2"
     assert "Maple Motors" in conv.ready.greeting
-    assert len(deltas) > 1 and "".join(deltas) == ANSWER
+    # Streamed a sentence at a time: each is checked for invented figures before it goes.
+    assert deltas == [ANSWER]
     assert done.status == pb.TURN_STATUS_COMPLETED and done.text == ANSWER
     assert done.first_token_ms >= 100  # the fake's first-token delay
     body = fake.requests[-1]
@@ -148,7 +149,7 @@ async def test_cancel_stops_the_reply_and_closes_the_upstream_request(
     async with conversation(stack.addr("llm")) as conv:
         await conv.send(user_turn=pb.UserTurn(turn_id="long", text="Tell me a story."))
         deltas: list[str] = []
-        while len(deltas) < 3:
+        while not deltas:  # one checked piece of the run-on story
             event = await conv.read()
             assert event.WhichOneof("event") == "delta"
             deltas.append(event.delta.delta)

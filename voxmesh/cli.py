@@ -133,6 +133,8 @@ def up(opts: argparse.Namespace) -> int:
             # A TLS proxy on this machine (caddy, nginx) may name the client it forwards.
             "VOXMESH_GATEWAY_TRUSTED_PROXIES": os.environ.get(
                 "VOXMESH_GATEWAY_TRUSTED_PROXIES", "127.0.0.1,::1"),
+            # A newcomer meets the reference dealership line: the router's front door.
+            "VOXMESH_LLM_DEFAULT_AGENT": os.environ.get("VOXMESH_LLM_DEFAULT_AGENT", "router"),
         },
     )
     own_redis, own_llm = not stack.redis_url, not stack.llm_base_url

@@ -69,7 +69,16 @@ class Route(BaseModel):
     agent: str = Field(min_length=1, description="Agent that answers turns of this intent.")
     description: str = Field("", description="What the intent covers; shown to the classifier.")
     keywords: tuple[str, ...] = Field((), description="Words that signal the intent "
-                                      "when the classifier's answer is unusable.")
+                                      "when the semantic decision is ambiguous.")
+    examples: tuple[str, ...] = Field((), description="Things a caller with this intent says; "
+                                      "with the description, what turns are compared to.")
+
+    @field_validator("examples")
+    @classmethod
+    def _non_blank_examples(cls, examples: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not example.strip() for example in examples):
+            raise ValueError("an example is empty")
+        return tuple(example.strip() for example in examples)
 
 
 class KnowledgeConfig(BaseModel):
@@ -83,6 +92,15 @@ class KnowledgeConfig(BaseModel):
     min_score: float = Field(0.25, ge=-1.0, le=1.0,
                              description="Passages scoring below this cosine similarity "
                              "are left out of the prompt.")
+    answer_min_score: float | None = Field(
+        None, ge=-1.0, le=1.0, description="When a sentence of the retrieved passages (or "
+        "a whole FAQ entry) is at least this similar to the question, the reply is taken "
+        "from it instead of generated; unset: always generated.")
+    strict: bool = Field(
+        False, description="A question that finds passages but no sentence close enough "
+        "(answer_min_score) gets the agent's unsupported_reply instead of the model's "
+        "guess; turns that find no passage at all (greetings, small talk) stay with the "
+        "model.")
 
 
 class AgentConfig(BaseModel):
@@ -98,6 +116,10 @@ class AgentConfig(BaseModel):
     voice: str = Field("", description="TTS voice id; empty means the TTS default.")
     speed: float = Field(1.0, gt=0.0, le=4.0, description="Speaking rate of the voice.")
     greeting: str = Field("", description="What the agent opens with; empty means nothing.")
+    unsupported_reply: str = Field(
+        "Sorry, I don't have that information.",
+        description="Said when every sentence of a reply stated a figure (price, time, "
+        "phone number, count) that the turn's facts do not support.")
     tools: tuple[str, ...] = Field((), description="Names of the tools the agent may call.")
     routes: tuple[Route, ...] = Field((), description="Intents that hand the conversation "
                                       "to another agent; empty means no routing.")

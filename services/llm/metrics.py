@@ -34,6 +34,19 @@ UPSTREAM_ERRORS = Counter(
     "Failed upstream requests, by kind (timeout, rate_limited, status, unavailable, api).",
     ["kind"],
 )
+ANSWERS = Counter(
+    "voxmesh_llm_answers_total",
+    "Replies by where their words came from: extractive (the knowledge base's own "
+    "sentences), model, or fallback (every sentence the model wrote stated a figure the "
+    "facts do not back, so the agent's unsupported_reply was said).",
+    ["agent", "source"],
+)
+WITHHELD_SENTENCES = Counter(
+    "voxmesh_llm_withheld_sentences_total",
+    "Sentences of model replies withheld for stating a figure (price, time, phone number, "
+    "count) that neither the passages, the prompt, the user nor a tool result supports.",
+    ["agent"],
+)
 ACCESS_REFUSED = Counter(
     "voxmesh_llm_access_refused_total",
     "Converse streams refused because the session belongs to another caller.",

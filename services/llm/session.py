@@ -20,6 +20,9 @@ from opentelemetry.context import Context
 
 from services.llm import metrics
 from services.llm.agents import AgentConfig
+from services.llm.grounding.extractive import ExtractedAnswer
+from services.llm.grounding.gate import SentenceGate
+from services.llm.grounding.support import facts_of
 from services.llm.history import History
 from services.llm.memory import Memory
 from services.llm.notify import Notifier
@@ -94,6 +97,11 @@ class _Generation:
     """Tool calls run for this turn, all steps together (the per-turn cap counts these)."""
     over_call_cap: bool = False
     """A call of this turn was refused by the per-turn cap; the model has been told so."""
+    question: str = ""
+    retrieval: pb.Retrieval | None = None
+    """What the answering agent's knowledge base found for this turn, if it has one."""
+    withheld: int = 0
+    """Sentences of the model's reply withheld for stating figures the facts do not back."""
 
     @property
     def first_token_ms(self) -> int:
@@ -108,6 +116,11 @@ class Retriever(Protocol):
     async def __call__(self, agent: AgentConfig, turn_id: str, text: str
                        ) -> tuple[str, pb.Retrieval | None]:
         """The passages block for the prompt ("" for none) and the event reporting them."""
+        ...
+
+    async def answer(self, agent: AgentConfig, question: str, found: pb.Retrieval
+                     ) -> ExtractedAnswer | None:
+        """The reply taken from the passages when retrieval is confident, else None."""
         ...
 
 
@@ -145,9 +158,9 @@ class DialogueSession:
         boundary (see :meth:`load`).
         With ``router``, each turn is classified by the routes of the agent the session
         started with (when it has routes) and may be handed to another of ``agents``
-        (with its tools from ``toolboxes``). Away from that routing agent, only the model's
-        answer with at least ``switch_min_confidence`` moves the conversation on, never
-        keywords alone: "my phone number is ..." must not leave the booking desk.
+        (with its tools from ``toolboxes``). Away from that routing agent, only a semantic
+        or model decision with at least ``switch_min_confidence`` moves the conversation
+        on, never keywords alone: "my phone number is ..." must not leave the booking desk.
         ``notifier`` delivers proactive notifications of this session to this stream;
         ``retriever`` adds knowledge-base passages to the prompts of agents that have one.
         With ``speculative_routing``, the current agent starts answering while the turn
@@ -412,8 +425,9 @@ class DialogueSession:
             return None
         if self.agent.name == routing.name:
             return target  # at the front door: any decision routes
-        # At a specialist: only a confident model answer for another specialist moves on.
-        if (target.name == routing.name or decision.source != "model"
+        # At a specialist: only a confident semantic or model decision for another
+        # specialist moves on, never keywords.
+        if (target.name == routing.name or decision.method not in ("semantic", "model")
                 or decision.confidence < self.switch_min_confidence):
             return None
         return target
@@ -422,7 +436,7 @@ class DialogueSession:
     def _annotate(span: trace.Span, decision: Decision) -> None:
         span.set_attribute("voxmesh.intent", decision.intent)
         span.set_attribute("voxmesh.route_confidence", decision.confidence)
-        span.set_attribute("voxmesh.route_source", decision.source)
+        span.set_attribute("voxmesh.route_method", decision.method)
 
     def _release(self, gen: _Generation) -> None:
         """Send the text held during routing and let tools run."""
@@ -436,9 +450,11 @@ class DialogueSession:
         """The turn's messages; knowledge-base passages go just before the user's words,
         so everything before them stays a cacheable prefix."""
         messages = self.history.messages()
+        gen.question, gen.retrieval = text, None
         if self.retriever is None or self.agent.knowledge is None:
             return messages
         block, event = await self.retriever(self.agent, gen.turn_id, text)
+        gen.retrieval = event
         if event is not None:
             self.send(pb.ConverseResponse(retrieval=event))
         if block:
@@ -455,7 +471,9 @@ class DialogueSession:
                                    "to_agent": after.name, "reason": decision.reason()})
         self.send(pb.ConverseResponse(handoff=pb.Handoff(
             turn_id=gen.turn_id, from_agent=before.name, to_agent=after.name,
-            voice=after.voice, speed=after.speed, reason=decision.reason())))
+            voice=after.voice, speed=after.speed, reason=decision.reason(),
+            intent=decision.intent, confidence=decision.confidence,
+            method=decision.proto_method())))
         if self.memory is not None:
             await self.memory.save_agent(self.session_id, after.name)
 
@@ -468,15 +486,27 @@ class DialogueSession:
         schemas = self.tools.schemas() if self.tools else None
         steps = 0
         agent = self.agent.name  # a handoff during the reply must not relabel its tokens
+        if await self._answer_from_passages(gen):
+            return ""
         while True:
+            gate = SentenceGate(facts_of(messages))
             async with self.upstream.reply(messages, schemas) as stream:
                 try:
                     async for piece in stream:
-                        self._emit_text(gen, piece)
+                        for sentence in gate.push(piece):
+                            self._emit_text(gen, sentence)
+                    for sentence in gate.flush():
+                        self._emit_text(gen, sentence)
                 finally:  # also when cancelled: the tokens were spent
                     metrics.count_tokens(agent, stream.usage, stream.content_chunks)
+                    self._count_withheld(gen, gate)
             calls = stream.tool_calls
             if not calls or self.tools is None:
+                if gen.withheld and not "".join(gen.parts).strip():
+                    self._emit_text(gen, self.agent.unsupported_reply)  # nothing true was left
+                    metrics.ANSWERS.labels(agent, "fallback").inc()
+                else:
+                    metrics.ANSWERS.labels(agent, "model").inc()
                 return ""
             if gen.over_call_cap:
                 await self._run_tools(gen, calls)  # refused unrun, recorded and reported
@@ -489,6 +519,34 @@ class DialogueSession:
             steps += 1
             step = await self._run_tools(gen, calls)
             messages = [*messages, *step]
+
+    async def _answer_from_passages(self, gen: _Generation) -> bool:
+        """Speak the knowledge base's own sentences when retrieval is confident."""
+        if self.retriever is None or gen.retrieval is None or not gen.retrieval.citations:
+            return False
+        extracted = await self.retriever.answer(self.agent, gen.question, gen.retrieval)
+        if extracted is None:
+            knowledge = self.agent.knowledge
+            if knowledge is None or not knowledge.strict:
+                return False
+            metrics.ANSWERS.labels(self.agent.name, "fallback").inc()
+            self._emit_text(gen, self.agent.unsupported_reply)  # a knowledge question it
+            return True  # cannot answer from the passages: honest, never guessed
+        metrics.ANSWERS.labels(self.agent.name, "extractive").inc()
+        log.info("answered from the knowledge base", extra={
+            "turn_id": gen.turn_id, "source": extracted.evidence.source,
+            "score": round(extracted.score, 3)})
+        self._emit_text(gen, extracted.text)
+        return True
+
+    def _count_withheld(self, gen: _Generation, gate: SentenceGate) -> None:
+        for dropped in gate.dropped:
+            gen.withheld += 1
+            metrics.WITHHELD_SENTENCES.labels(self.agent.name).inc()
+            log.warning("withheld a sentence with unsupported figures", extra={
+                "turn_id": gen.turn_id, "sentence": dropped.sentence[:200],
+                "figures": [f.text for f in dropped.figures]})
+        gate.dropped.clear()
 
     async def _run_tools(self, gen: _Generation, calls: list[ToolCall]) -> list[dict[str, Any]]:
         """Run one step's calls in order; returns its messages, also kept in history.

@@ -21,6 +21,13 @@ class TurnStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TURN_STATUS_CANCELLED: _ClassVar[TurnStatus]
     TURN_STATUS_FAILED: _ClassVar[TurnStatus]
 
+class RouteMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROUTE_METHOD_UNSPECIFIED: _ClassVar[RouteMethod]
+    ROUTE_METHOD_SEMANTIC: _ClassVar[RouteMethod]
+    ROUTE_METHOD_KEYWORDS: _ClassVar[RouteMethod]
+    ROUTE_METHOD_MODEL: _ClassVar[RouteMethod]
+
 class NotificationPriority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     NOTIFICATION_PRIORITY_UNSPECIFIED: _ClassVar[NotificationPriority]
@@ -34,6 +41,10 @@ TURN_STATUS_UNSPECIFIED: TurnStatus
 TURN_STATUS_COMPLETED: TurnStatus
 TURN_STATUS_CANCELLED: TurnStatus
 TURN_STATUS_FAILED: TurnStatus
+ROUTE_METHOD_UNSPECIFIED: RouteMethod
+ROUTE_METHOD_SEMANTIC: RouteMethod
+ROUTE_METHOD_KEYWORDS: RouteMethod
+ROUTE_METHOD_MODEL: RouteMethod
 NOTIFICATION_PRIORITY_UNSPECIFIED: NotificationPriority
 NOTIFICATION_PRIORITY_NORMAL: NotificationPriority
 NOTIFICATION_PRIORITY_HIGH: NotificationPriority
@@ -179,20 +190,26 @@ class TurnComplete(_message.Message):
     def __init__(self, turn_id: _Optional[str] = ..., status: _Optional[_Union[TurnStatus, str]] = ..., text: _Optional[str] = ..., error_message: _Optional[str] = ..., first_token_ms: _Optional[int] = ...) -> None: ...
 
 class Handoff(_message.Message):
-    __slots__ = ("turn_id", "from_agent", "to_agent", "voice", "speed", "reason")
+    __slots__ = ("turn_id", "from_agent", "to_agent", "voice", "speed", "reason", "intent", "confidence", "method")
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_AGENT_FIELD_NUMBER: _ClassVar[int]
     TO_AGENT_FIELD_NUMBER: _ClassVar[int]
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SPEED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    INTENT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     turn_id: str
     from_agent: str
     to_agent: str
     voice: str
     speed: float
     reason: str
-    def __init__(self, turn_id: _Optional[str] = ..., from_agent: _Optional[str] = ..., to_agent: _Optional[str] = ..., voice: _Optional[str] = ..., speed: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    intent: str
+    confidence: float
+    method: RouteMethod
+    def __init__(self, turn_id: _Optional[str] = ..., from_agent: _Optional[str] = ..., to_agent: _Optional[str] = ..., voice: _Optional[str] = ..., speed: _Optional[float] = ..., reason: _Optional[str] = ..., intent: _Optional[str] = ..., confidence: _Optional[float] = ..., method: _Optional[_Union[RouteMethod, str]] = ...) -> None: ...
 
 class Citation(_message.Message):
     __slots__ = ("source", "score", "text")

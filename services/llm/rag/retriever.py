@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from services.llm.agents import AgentConfig
+from services.llm.grounding.extractive import Evidence, ExtractedAnswer, extract_answer
 from services.llm.rag.knowledge import KnowledgeBase
 from services.llm.rag.prompt import cited_passages_block
 from voxmesh.v1 import dialogue_pb2 as pb
@@ -40,3 +42,20 @@ class KnowledgeRetriever:
             log.exception("retrieval failed", extra={"knowledge_base": config.base})
             return "", None
         return cited_passages_block(result), result.to_proto(turn_id)
+
+    async def answer(self, agent: AgentConfig, question: str, found: pb.Retrieval
+                     ) -> ExtractedAnswer | None:
+        """The reply taken from the retrieved passages when one of their sentences (or FAQ
+        entries) is close enough to the question (``knowledge.answer_min_score``); None
+        leaves the turn to the model."""
+        config = agent.knowledge
+        kb = self.knowledge.get(config.base) if config else None
+        if config is None or kb is None or config.answer_min_score is None:
+            return None
+        evidence = [Evidence(c.source, c.text, c.score) for c in found.citations]
+        try:
+            return await asyncio.to_thread(extract_answer, kb.embedder, question, evidence,
+                                           config.answer_min_score)
+        except Exception:
+            log.exception("extractive answer failed", extra={"knowledge_base": config.base})
+            return None

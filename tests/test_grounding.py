@@ -1,0 +1,98 @@
+"""Grounding on its own: figures in normal form, the sentence gate, extractive answers.
+
+The extractive tests use the real packaged MiniLM model over the real dealership
+knowledge base (no processes): what the faq desk says for a question is exactly what
+these functions pick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.llm.grounding.extractive import Evidence, extract_answer
+from services.llm.grounding.figures import Kind, Support, extract
+from services.llm.grounding.gate import SentenceGate
+from services.llm.rag import load_knowledge_bases
+from services.llm.rag.knowledge import KnowledgeBase
+from voxmesh.config import LlmSettings
+
+KB_DIR = Path(__file__).resolve().parents[1] / "knowledge" / "maple_motors"
+
+
+@pytest.mark.parametrize(("text", "figures"), [
+    ("A tire rotation costs $29 and takes about 30 minutes.",
+     [(Kind.MONEY, "29"), (Kind.NUMBER, "30")]),
+    ("It is twenty-nine dollars.", [(Kind.MONEY, "29")]),
+    ("Call 555-0142, or (510) 239-7486.", [(Kind.PHONE, "5550142"), (Kind.PHONE, "2397486")]),
+    ("Open 8 AM to 2 p.m., from eight in the morning.",
+     [(Kind.TIME, "8:00"), (Kind.TIME, "14:00"), (Kind.TIME, "8:00")]),
+    ("Every 5,000 to 7,500 miles at 1280 Elm Street.",
+     [(Kind.NUMBER, "5000"), (Kind.NUMBER, "7500"), (Kind.NUMBER, "1280")]),
+    ("Which one? Give me one moment.", []),  # "one" is speech, not a fact
+])
+def test_figures_come_out_in_normal_form(text: str, figures: list[tuple[Kind, str]]) -> None:
+    assert [(f.kind, f.value) for f in extract(text)] == figures
+
+
+def test_support_backs_the_same_figure_however_it_is_said() -> None:
+    facts = Support((KB_DIR / "services-and-prices.md").read_text(),
+                    (KB_DIR / "hours-and-location.md").read_text())
+    assert facts.unsupported(
+        "A tire rotation is twenty-nine dollars; we open at eight o'clock on Saturday and "
+        "you can call 555-0142.") == []
+    invented = facts.unsupported("It costs $100 to $250; call 510-239-7486 at 1280 Elm Street.")
+    assert [f.text for f in invented] == ["$100", "$250", "510-239-7486", "1280"]
+
+
+def test_the_gate_withholds_only_sentences_with_invented_figures() -> None:
+    gate = SentenceGate(Support("A tire rotation costs $29. Saturday 8 AM to 2 PM."))
+    spoken: list[str] = []
+    for piece in ["A tire ro", "tation costs $29. It can be $100 to $2", "50. We open at 8 a.m",
+                  ". on Saturday. Call 510-239-", "7486"]:
+        spoken += gate.push(piece)
+    spoken += gate.flush()
+    assert spoken == ["A tire rotation costs $29. ", "We open at 8 a.m. on Saturday. "]
+    assert [d.sentence for d in gate.dropped] == ["It can be $100 to $250.", "Call 510-239-7486"]
+
+
+def test_a_run_on_reply_still_streams_in_checked_pieces() -> None:
+    gate = SentenceGate(Support(""))
+    pieces = list(gate.push(" ".join(f"word{i}" for i in range(60))))
+    assert len(pieces) >= 2 and all(len(p) <= 121 for p in pieces)
+
+
+@pytest.fixture(scope="module")
+def kb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnowledgeBase]:
+    settings = LlmSettings(state_dir=str(tmp_path_factory.mktemp("rag")))
+    yield asyncio.run(load_knowledge_bases({"maple_motors"}, settings))["maple_motors"]
+
+
+@pytest.mark.parametrize(("question", "says"), [
+    ("How much is a tire rotation?", "$29"),
+    ("how much is an oil change and how long does it take", "$49 and takes about 30 minutes"),
+    ("What is your street address?", "12 Harbor Road"),
+    ("do you have loaner cars", "free loaner car"),
+    ("Is there a fee for cancelling?", "no fee"),
+])
+def test_close_questions_are_answered_with_the_knowledge_bases_words(
+        kb: KnowledgeBase, question: str, says: str) -> None:
+    found = kb.search_sync(question, 5, 0.25)
+    answer = extract_answer(kb.embedder, question,
+                            [Evidence(p.source, p.text, p.score) for p in found.passages], 0.6)
+    assert answer is not None and says in answer.text, answer
+    assert Support(*(p.text for p in found.passages)).unsupported(answer.text) == []
+
+
+@pytest.mark.parametrize("question", [
+    "Do you sell motorcycles?", "Can I talk to a person about my warranty claim?",
+    "what's the price of a new engine"])
+def test_questions_the_passages_do_not_answer_get_nothing_extracted(
+        kb: KnowledgeBase, question: str) -> None:
+    found = kb.search_sync(question, 5, 0.25)
+    assert extract_answer(kb.embedder, question,
+                          [Evidence(p.source, p.text, p.score) for p in found.passages],
+                          0.6) is None

@@ -170,7 +170,7 @@ def same_figure(fact: Figure, said: Figure) -> bool:
     if said.kind is Kind.TIME:
         if said.value == fact.value:
             return True
-        said_hour, said_minute = said.value.split(":")
+        said_hour, said_minute = said.value.rstrip("~").split(":")
         return (not _HALF_OF_DAY.search(said.text) and said_minute == minute
                 and int(said_hour) % 12 == int(hour) % 12)
     return said.kind is Kind.NUMBER and minute == "00" and said.value == str(hour12)

@@ -2,13 +2,16 @@
 
 Part 1, routing overhead: first token of a reply, measured at the gRPC client from sending
 the user turn to the first text delta, against the scripted OpenAI-compatible server
-(first streamed token after ``--first-token-ms``, a non-streamed classifier answer after
-``--classify-ms``). Scenarios: an agent without routes; the router keeping the turn
-(speculative and sequential routing); the router handing the turn to the booking desk.
+(first streamed token after ``--first-token-ms``; a non-streamed classifier answer after
+``--classify-ms``, asked only when ``VOXMESH_LLM_ROUTER_LLM_TIEBREAK`` is on). Scenarios:
+an agent without routes; the router keeping a greeting (speculative and sequential
+routing); the router handing a booking request to the booking desk. Routing is semantic
+(embeddings, in the service), so the turn's words decide.
 
 Part 2, routing quality (``--embedded``): the router's decisions for labelled caller
 utterances with the embedded SmolLM2-135M behind llama.cpp, as spoken to the real
-service: how often the right desk answered, and how (model or keyword fallback).
+service: how often the right desk answered, and how (semantic, model or keywords).
+bench/routing.py measures the semantic router alone on a larger held-out set.
 
 Run: ``.venv/bin/python bench/llm.py [--turns 15] [--embedded]``
 """
@@ -74,7 +77,8 @@ class Scripted:
         return "Sure, I can help with that today."
 
 
-async def first_token_ms(addr: str, agent: str) -> float:
+async def first_token_ms(addr: str, agent: str,
+                         text: str = "Can I bring my car in on Tuesday?") -> float:
     """One fresh conversation, one turn: milliseconds to the first text delta."""
     async with grpc.aio.insecure_channel(addr) as channel:
         call = dialogue_pb2_grpc.DialogueStub(channel).Converse()
@@ -83,7 +87,7 @@ async def first_token_ms(addr: str, agent: str) -> float:
         await call.read()  # ready
         started = time.perf_counter()
         await call.write(pb.ConverseRequest(user_turn=pb.UserTurn(
-            turn_id="t1", text="Can I bring my car in on Tuesday?")))
+            turn_id="t1", text=text)))
         elapsed = float("nan")
         while (event := await call.read()) is not grpc.aio.EOF:
             kind = event.WhichOneof("event")
@@ -111,14 +115,15 @@ async def routing_overhead(args: argparse.Namespace, tmp: Path) -> list[dict[str
         for speculative in (True, False):
             stack = start_stack(tmp / f"spec-{speculative}", fake.base_url, speculative)
             try:
-                scenarios = [("no routes (assistant)", "assistant", "other")] if speculative \
-                    else []
-                scenarios += [("router keeps the turn", "router", "other"),
-                              ("router hands off to booking", "router", "booking")]
-                for name, agent, intent in scenarios:
+                scenarios = [("no routes (assistant)", "assistant", "other",
+                               "Can I bring my car in on Tuesday?")] if speculative else []
+                scenarios += [("router keeps the turn", "router", "other", "Hello there."),
+                              ("router hands off to booking", "router", "booking",
+                               "I'd like to book an oil change for Tuesday.")]
+                for name, agent, intent, text in scenarios:
                     scripted.intent = intent
-                    await first_token_ms(stack.addr("llm"), agent)  # warm the path
-                    times = [await first_token_ms(stack.addr("llm"), agent)
+                    await first_token_ms(stack.addr("llm"), agent, text)  # warm the path
+                    times = [await first_token_ms(stack.addr("llm"), agent, text)
                              for _ in range(args.turns)]
                     mode = "" if agent == "assistant" else (
                         " speculative" if speculative else " sequential")
@@ -142,7 +147,8 @@ async def decide(addr: str, text: str) -> tuple[str, str]:
             kind = event.WhichOneof("event")
             if kind == "handoff":
                 agent = event.handoff.to_agent
-                source = "model" if "(model" in event.handoff.reason else "keywords"
+                source = pb.RouteMethod.Name(event.handoff.method).removeprefix(
+                    "ROUTE_METHOD_").lower()
             if kind == "done":
                 break
         call.cancel()
@@ -163,7 +169,7 @@ async def routing_quality(tmp: Path) -> dict[str, Any]:
         stack.stop()
     correct = sum(o["ok"] for o in outcomes)
     by_source = {s: sum(1 for o in outcomes if o["source"] == s)
-                 for s in ("model", "keywords", "stayed")}
+                 for s in ("semantic", "model", "keywords", "stayed")}
     return {"accuracy": correct / len(outcomes), "correct": correct, "total": len(outcomes),
             "by_source": by_source, "outcomes": outcomes}
 
@@ -173,17 +179,21 @@ def table(rows: list[dict[str, Any]], quality: dict[str, Any] | None,
     lines = [f"# Dialogue service (`bench/llm.py`), {platform.node()}, "
              f"{time.strftime('%Y-%m-%d')}", "",
              f"Scripted upstream: first streamed token {args.first_token_ms} ms, classifier "
-             f"answer {args.classify_ms} ms; {args.turns} turns per scenario.", "",
+             f"answer {args.classify_ms} ms (asked only with VOXMESH_LLM_ROUTER_LLM_TIEBREAK, "
+             f"off here: routing is semantic); {args.turns} turns per scenario.", "",
              "| scenario | first token p50 (ms) | p95 (ms) |", "|---|---:|---:|"]
     lines += [f"| {r['scenario']} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} |" for r in rows]
     if quality:
-        lines += ["", "Routing with the embedded SmolLM2-135M (llama.cpp), "
+        lines += ["", "Routing in the service, embedded SmolLM2-135M (llama.cpp) behind it, "
                   f"{quality['total']} labelled utterances:", "",
                   f"- right desk: {quality['correct']}/{quality['total']} "
                   f"({quality['accuracy']:.0%})",
-                  f"- decided by the model: {quality['by_source']['model']}, by keywords: "
+                  f"- decided semantically: {quality['by_source']['semantic']}, by the model: "
+                  f"{quality['by_source']['model']}, by keywords: "
                   f"{quality['by_source']['keywords']}, stayed at the router: "
                   f"{quality['by_source']['stayed']}", "",
+                  "These utterances are also in the tuning part of bench/data/routing.yaml; "
+                  "held-out numbers are in bench/results/routing.md.", "",
                   "| utterance | expected | answered by | source |", "|---|---|---|---|"]
         lines += [f"| {o['text']} | {o['expected']} | {o['agent']}{'' if o['ok'] else ' ✗'} "
                   f"| {o['source']} |" for o in quality["outcomes"]]

@@ -28,8 +28,8 @@ KB_DIR = Path(__file__).resolve().parents[1] / "knowledge" / "maple_motors"
      [(Kind.MONEY, "29"), (Kind.NUMBER, "30")]),
     ("It is twenty-nine dollars.", [(Kind.MONEY, "29")]),
     ("Call 555-0142, or (510) 239-7486.", [(Kind.PHONE, "5550142"), (Kind.PHONE, "2397486")]),
-    ("Open 8 AM to 2 p.m., from eight in the morning.",
-     [(Kind.TIME, "8:00"), (Kind.TIME, "14:00"), (Kind.TIME, "8:00")]),
+    ("Open 8 AM to 2 p.m., from eight in the morning, at nine o'clock.",
+     [(Kind.TIME, "8:00"), (Kind.TIME, "14:00"), (Kind.TIME, "8:00"), (Kind.TIME, "9:00~")]),
     ("Every 5,000 to 7,500 miles at 1280 Elm Street.",
      [(Kind.NUMBER, "5000"), (Kind.NUMBER, "7500"), (Kind.NUMBER, "1280")]),
     ("Which one? Give me one moment.", []),  # "one" is speech, not a fact
@@ -46,6 +46,8 @@ def test_support_backs_the_same_figure_however_it_is_said() -> None:
         "you can call 555-0142.") == []
     invented = facts.unsupported("It costs $100 to $250; call 510-239-7486 at 1280 Elm Street.")
     assert [f.text for f in invented] == ["$100", "$250", "510-239-7486", "1280"]
+    # The same number as another kind of figure is not backed: 6 AM is not 6 PM.
+    assert [f.text for f in facts.unsupported("We open at 6 AM with 49 bays.")] == ["6 AM", "49"]
 
 
 def test_the_gate_withholds_only_sentences_with_invented_figures() -> None:

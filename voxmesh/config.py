@@ -290,12 +290,17 @@ class LlmSettings(GrpcServiceSettings):
     )
     route_min_confidence: float = Field(
         0.5, ge=0.0, le=1.0,
-        description="Below this classifier confidence, routing falls back to keywords.",
+        description="Below this semantic routing confidence a decision is ambiguous (the "
+        "model tie-breaker, when on, is asked); model answers below it are ignored.",
+    )
+    router_llm_tiebreak: bool = Field(
+        False, description="Ask the model to classify turns whose semantic routing "
+        "decision is ambiguous (one short extra call; the embedded SmolLM2-135M cannot).",
     )
     switch_min_confidence: float = Field(
         0.8, ge=0.0, le=1.0,
-        description="Classifier confidence needed to move a caller from one specialist "
-        "agent to another (keywords alone never do).",
+        description="Routing confidence (semantic or model) needed to move a caller from "
+        "one specialist agent to another (keywords alone never do).",
     )
     speculative_routing: bool = Field(
         True, description="Start the current agent's reply while the turn is classified "

@@ -12,7 +12,7 @@ with a confidence in [0, 1]. The semantic decision always stands, except:
   keywords decide, so a caller asking to "book an oil change" still reaches the desk.
 
 Keywords as a tie-breaker of ambiguous semantic decisions are measured by
-bench/routing.py; they fixed as many turns as they broke, so they are off by default.
+bench/routing.py; they changed no eval decision for the better, so they are off by default.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ scored against every route of the routing agent:
   prototype per route, so a turn is still scored by a dot product with unit vectors,
   but the prototypes weigh what tells the routes apart ("how much is" against "book")
   over what they share (oil changes, tires). The confidence is the predicted probability.
-- ``cosine``: the mean of the ``top_k`` best cosine similarities to each route's vectors;
+- ``cosine``: the mean of the five best cosine similarities to each route's vectors;
   the confidence is a softmax over the routes' scores. Kept for comparison: on the
   routing eval (bench/routing.py) it decides the right desk less often.
 """
@@ -44,12 +44,10 @@ class Ranked:
     Attributes:
         route: The route.
         confidence: 0 to 1; the routes of one turn sum to 1.
-        similarity: Best cosine similarity of the turn to the route's vectors.
     """
 
     route: Route
     confidence: float
-    similarity: float
 
 
 def route_texts(route: Route) -> list[str]:
@@ -77,18 +75,16 @@ class _RouteModel:
 
     def rank(self, vector: np.ndarray) -> list[Ranked]:
         """Every route, best first, for one unit ``vector``."""
-        similarities = self.vectors @ vector
-        best = np.array([similarities[self.labels == i].max()
-                         for i in range(len(self.routes))])
         if self.classifier is not None:
             confidences = self.classifier.predict_proba(vector[None, :])[0]
         else:
+            similarities = self.vectors @ vector
             top = np.array([np.sort(similarities[self.labels == i])[-_COSINE_TOP_K:].mean()
                             for i in range(len(self.routes))])
             exp = np.exp((top - top.max()) / _COSINE_TEMPERATURE)
             confidences = exp / exp.sum()
         order = np.argsort(-confidences, kind="stable")  # ties: the route listed first
-        return [Ranked(self.routes[i], float(confidences[i]), float(best[i])) for i in order]
+        return [Ranked(self.routes[i], float(confidences[i])) for i in order]
 
 
 class SemanticRouter:

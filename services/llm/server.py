@@ -20,9 +20,11 @@ from services.llm.notify import Notifier
 from services.llm.overrides import AgentCatalog, UserIdError, load_catalog
 from services.llm.quotas import Clock, Quotas, utc_now
 from services.llm.rag import load_knowledge_bases
+from services.llm.rag.embedder import Embedder, load_embedder
 from services.llm.rag.knowledge import knowledge_root
 from services.llm.rag.retriever import KnowledgeRetriever
 from services.llm.router import Router
+from services.llm.semantic_router import SemanticRouter
 from services.llm.session import DialogueSession, SessionError
 from services.llm.tools import TOOLS, ToolBox, ToolContext
 from services.llm.upstream import Upstream, UpstreamError
@@ -65,6 +67,8 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         self.notifier = Notifier(self.memory)
         self.owners = OwnershipStore(settings.redis_url)
         self.retriever: KnowledgeRetriever | None = None
+        self.router: Router | None = None
+        """Set at load when an agent has routes; sessions without one never route."""
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         """Add this servicer to ``server``; returns the full service name."""
@@ -96,11 +100,16 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
         if any(agent.tools for agent in agents.values()):
             await self._open_store(agents)
         bases = {agent.knowledge.base for agent in agents.values() if agent.knowledge}
+        embedder: Embedder | None = None
         if bases:
-            retriever = KnowledgeRetriever(await load_knowledge_bases(bases, self.settings))
+            knowledge = await load_knowledge_bases(bases, self.settings)
+            embedder = next(iter(knowledge.values())).embedder
+            retriever = KnowledgeRetriever(knowledge)
             await retriever.warm_up()
             self.retriever = retriever
             log.info("knowledge bases ready", extra={"knowledge_bases": sorted(bases)})
+        semantic = (await self._embed_routes(agents, embedder)
+                    if any(agent.routes for agent in agents.values()) else None)
         upstream = Upstream(self.settings)
         models = await upstream.wait_until_ready()
         if models and self.settings.model not in models:
@@ -112,9 +121,24 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
                 log.info("warmed up", extra={"seconds": round(seconds, 3)})
             except UpstreamError as exc:  # the first turn will be slower, nothing worse
                 log.warning("warm-up failed", extra={"error": exc.message})
+        if semantic is not None:
+            self.router = Router(upstream, self.settings.route_min_confidence, semantic,
+                                 llm_tiebreak=self.settings.router_llm_tiebreak)
         self.agents, self.catalog, self.upstream = agents, catalog, upstream
         log.info("ready", extra={"agents": sorted(agents), "base_url": self.settings.base_url,
                                  "model": self.settings.model})
+
+    async def _embed_routes(self, agents: dict[str, AgentConfig],
+                            embedder: Embedder | None) -> SemanticRouter:
+        """Embed the routes once, with the knowledge bases' model when one is loaded."""
+        if embedder is None:
+            embedder = await asyncio.to_thread(load_embedder, self.settings.embedding_model,
+                                               self.settings.embedding_threads)
+        semantic = SemanticRouter(embedder)
+        sets = await asyncio.to_thread(semantic.prepare, agents.values())
+        log.info("routes embedded", extra={"route_sets": sets,
+                                           "llm_tiebreak": self.settings.router_llm_tiebreak})
+        return semantic
 
     async def _open_store(self, agents: dict[str, AgentConfig]) -> None:
         """Create and seed the booking database; bind each agent's tools to it."""
@@ -205,7 +229,7 @@ class DialogueService(dialogue_pb2_grpc.DialogueServicer):
             max_tool_calls_per_turn=self.quotas.max_tool_calls_per_turn,
             memory=self.memory, session_id=config.session_id, agents=agents,
             toolboxes=self.toolboxes,
-            router=Router(self.upstream, self.settings.route_min_confidence),
+            router=self.router,
             notifier=self.notifier, retriever=self.retriever,
             tool_context=self._tool_context(config),
             switch_min_confidence=self.settings.switch_min_confidence,

@@ -24,6 +24,14 @@ RECONNECT_MAX_DELAY_S = 5.0
 """Backoff ceiling while a downstream service is away."""
 
 
+def handoff_audit(handoff: dialogue_pb2.Handoff) -> dict[str, Any]:
+    """The audit entry's data for a handoff: who, to whom, and how routing decided it."""
+    method = dialogue_pb2.RouteMethod.Name(handoff.method).removeprefix("ROUTE_METHOD_")
+    return {"from_agent": handoff.from_agent, "to_agent": handoff.to_agent,
+            "voice": handoff.voice, "reason": handoff.reason, "intent": handoff.intent,
+            "confidence": round(handoff.confidence, 3), "method": method.lower()}
+
+
 class NotReady(Exception):
     """The dialogue service answered the config with something other than ready."""
 
@@ -169,9 +177,7 @@ class DownstreamLinks(Notifications):
                 self.send(agent_changed=changed)
             self.voice, self.speed = handoff.voice, handoff.speed
             self.agent = handoff.to_agent
-            self.record("handoff", handoff.turn_id, component="llm",
-                        from_agent=handoff.from_agent, to_agent=handoff.to_agent,
-                        voice=handoff.voice, reason=handoff.reason)
+            self.record("handoff", handoff.turn_id, component="llm", **handoff_audit(handoff))
             turn = self.turns.get(handoff.turn_id)
             # The handoff precedes the turn's first text: speak the reply in the new voice.
             if turn is not None and not turn.finished and turn.tts is not None:

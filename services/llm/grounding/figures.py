@@ -104,7 +104,8 @@ def _time(hour_text: str, minute: str | None, half: str) -> str | None:
         h = h % 12 + 12
     elif half.startswith("a") or half == "inthemorning":
         h = h % 12
-    # "o'clock" says nothing about the half of the day: kept on a 12-hour clock.
+    if half.startswith("o"):  # "o'clock" says nothing about the half of the day
+        return f"{h % 12}:{minute or '00'}~"
     return f"{h}:{minute or '00'}"
 
 
@@ -142,28 +143,23 @@ class Support:
     def __init__(self, *texts: str) -> None:
         self.figures = [f for text in texts for f in extract(text)]
         self._values = {(f.kind, f.value) for f in self.figures}
-        self._any = {f.value for f in self.figures}
 
     def supports(self, figure: Figure) -> bool:
-        """Whether ``figure`` occurs in the facts.
+        """Whether ``figure`` occurs in the facts, as the same kind of figure.
 
-        A money figure or a count must match the same number in the facts ("$29" is
-        backed by "29 dollars" and by "costs $29"); a phone number or a time must match
-        a phone number or a time. A time given on a 12-hour clock ("eight o'clock") is
-        backed by either half of the day.
+        "$29" is backed by "29 dollars" or "costs 29"; a count is not backed by a price
+        ("20 cars" by "$20"), 8 PM not by 8 AM. Only a time that names no half of the
+        day ("eight o'clock") is backed by either.
         """
         if (figure.kind, figure.value) in self._values:
             return True
-        if figure.kind in (Kind.MONEY, Kind.NUMBER):
-            return figure.value in self._any and not self._only_phone(figure.value)
-        if figure.kind is Kind.TIME:
-            hour, minute = figure.value.split(":")
-            return any((Kind.TIME, f"{int(hour) % 12 + offset}:{minute}") in self._values
+        if figure.kind is Kind.MONEY:  # "$29" is backed by "costs 29" too
+            return (Kind.NUMBER, figure.value) in self._values
+        if figure.kind is Kind.TIME and figure.value.endswith("~"):
+            hour, minute = figure.value.rstrip("~").split(":")
+            return any((Kind.TIME, f"{int(hour) + offset}:{minute}") in self._values
                        for offset in (0, 12))
         return False
-
-    def _only_phone(self, value: str) -> bool:
-        return all(f.kind is Kind.PHONE for f in self.figures if f.value == value)
 
     def unsupported(self, text: str) -> list[Figure]:
         """The figures of ``text`` the facts do not back."""

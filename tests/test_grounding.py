@@ -48,6 +48,7 @@ def test_support_backs_the_same_figure_however_it_is_said() -> None:
     assert [f.text for f in invented] == ["$100", "$250", "510-239-7486", "1280"]
     # The same number as another kind of figure is not backed: 6 AM is not 6 PM.
     assert [f.text for f in facts.unsupported("We open at 6 AM with 49 bays.")] == ["6 AM", "49"]
+    assert facts.unsupported("On Saturday we open at eight.") == []  # a bare hour
 
 
 def test_the_gate_withholds_only_sentences_with_invented_figures() -> None:

@@ -149,12 +149,17 @@ class Support:
 
         "$29" is backed by "29 dollars" or "costs 29"; a count is not backed by a price
         ("20 cars" by "$20"), 8 PM not by 8 AM. Only a time that names no half of the
-        day ("eight o'clock") is backed by either.
+        day ("eight o'clock", or a bare "at eight") is backed by either.
         """
         if (figure.kind, figure.value) in self._values:
             return True
         if figure.kind is Kind.MONEY:  # "$29" is backed by "costs 29" too
             return (Kind.NUMBER, figure.value) in self._values
+        if figure.kind is Kind.NUMBER and figure.value.isdigit() and 0 < int(figure.value) <= 12:
+            # "we open at eight": a bare hour, backed by that clock time in either half
+            if any((Kind.TIME, f"{int(figure.value) % 12 + offset}:00") in self._values
+                   for offset in (0, 12)):
+                return True
         if figure.kind is Kind.TIME and figure.value.endswith("~"):
             hour, minute = figure.value.rstrip("~").split(":")
             return any((Kind.TIME, f"{int(hour) + offset}:{minute}") in self._values

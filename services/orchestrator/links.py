@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from voxmesh.v1 import orchestrator_pb2 as pb
 log = logging.getLogger(__name__)
 
 RECONNECT_MAX_DELAY_S = 5.0
+_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*\s+$")
 """Backoff ceiling while a downstream service is away."""
 
 
@@ -156,6 +158,11 @@ class DownstreamLinks(Notifications):
                                                            delta=event.delta.delta))
             assert turn.tts is not None
             await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(text=event.delta.delta))
+            if _ENDS_SENTENCE.search(event.delta.delta):
+                # The dialogue service releases whole checked sentences: nothing more of
+                # this one will come, so the TTS need not wait for the next word to be
+                # sure the period ends it.
+                await turn.tts.write(tts_pb2.StreamingSynthesizeRequest(flush=tts_pb2.Flush()))
         elif kind == "notification":
             self._queue_notification(event.notification)
             await self._maybe_notify()

@@ -188,10 +188,31 @@ def knowledge_texts(base: str) -> tuple[str, ...]:
 @cache
 def agent_prompts() -> dict[str, str]:
     """What each agent is given to say, as the service loads it: its system prompt, its
-    greeting and its fixed reply for what it cannot back (``unsupported_reply``)."""
-    return {name: "\n".join([a.system_prompt, a.greeting,
-                             str(getattr(a, "unsupported_reply", ""))])
+    greeting and its fixed replies (``unsupported_reply``, ``closest_reply``)."""
+    return {name: "\n".join([a.system_prompt, a.greeting, a.unsupported_reply,
+                             a.closest_reply])
             for name, a in load_catalog(AGENTS_DIR).agents.items()}
+
+
+@cache
+def fixed_replies() -> dict[str, tuple[str, str]]:
+    """Per agent, how its fixed replies start: the closest-passage offer (the words of
+    ``closest_reply`` before its first placeholder) and ``unsupported_reply``."""
+    return {name: (a.closest_reply.split("{", 1)[0].strip(), a.unsupported_reply.strip())
+            for name, a in load_catalog(AGENTS_DIR).agents.items()}
+
+
+def reply_kind(reply: Reply) -> str:
+    """``closest`` (the best passage offered as the closest thing found), ``fallback``
+    (the agent's unsupported_reply) or ``answer`` (anything else: the passage said as
+    the answer, or the model's words), judged by the agent that answered last."""
+    if not reply.agents:
+        return "answer"
+    closest, unsupported = fixed_replies().get(reply.agents[-1], ("", ""))
+    text = reply.text.strip()
+    if closest and text.startswith(closest):
+        return "closest"
+    return "fallback" if unsupported and text == unsupported else "answer"
 
 
 def support_for(base: str, question: str, agents: list[str], extra: list[str]) -> Support:
@@ -294,6 +315,11 @@ class Score:
     def routed(self) -> str:
         """The agent that gave the reply."""
         return self.reply.agents[-1]
+
+    @property
+    def kind(self) -> str:
+        """How the reply was made (:func:`reply_kind`)."""
+        return reply_kind(self.reply)
 
 
 def score(base: str, question: Question, reply: Reply) -> Score:

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Answer quality of the Dialogue service on the dealership's knowledge base.
 
-Every question of bench/data/answers.yaml is asked of a real Dialogue service process
-(``voxmesh.launcher.Stack``, llm service only), one fresh Converse session per question,
-and its whole reply scored (bench/answer_eval.py):
+Every question of bench/data/answers.yaml (or ``--data``: answers_holdout.yaml was written
+after the grounding was tuned on answers.yaml, and never tuned on) is asked of a real
+Dialogue service process (``voxmesh.launcher.Stack``, llm service only), one fresh
+Converse session per question, and its whole reply scored (bench/answer_eval.py):
 
 - answerable questions whose reply states all their facts (%);
 - replies with a figure that nothing backs (the knowledge base files, the prompts of the
   agents that answered, the question, the turn's tool results), with the offenders;
 - out-of-scope questions answered honestly: the phone number 555-0142 and no such figure;
+- how each reply was made: the best passage said as the answer, offered as the closest
+  thing found (the agent's closest_reply, which gives the phone number), the agent's
+  unsupported_reply, or the model's words;
 - first token, measured at the gRPC client from sending the turn to the first text delta.
 
 The model is the embedded SmolLM2-135M behind llama.cpp, or any OpenAI-compatible
@@ -36,6 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.answer_eval import (  # noqa: E402
+    DATA,
+    ROOT,
     Question,
     Score,
     ask,
@@ -92,6 +98,9 @@ def summary(scores: list[Score]) -> dict[str, Any]:
     return {
         "questions": len(scores), "answerable": len(answerable), "out_of_scope": len(scoped),
         "all_facts": sum(s.all_facts for s in answerable),
+        "all_facts_closest": sum(s.all_facts and s.kind == "closest" for s in answerable),
+        "out_of_scope_closest": sum(s.kind == "closest" for s in scoped),
+        "out_of_scope_fallback": sum(s.kind == "fallback" for s in scoped),
         "facts": facts, "facts_stated": facts - sum(len(s.missing) for s in answerable),
         "honest": sum(s.honest for s in scoped),
         "with_phone": sum(s.gives_phone for s in scoped),
@@ -118,14 +127,18 @@ def _cell(text: str, limit: int = 160) -> str:
 
 def summary_rows(groups: Iterable[tuple[str, dict[str, Any]]]) -> list[str]:
     """One table row per group of replies."""
-    lines = ["| | questions | all facts stated | facts stated | out of scope: honest "
-             "(with 555-0142) | replies with an unsupported figure | failed turns "
-             "| first token p50 / p95 (ms) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| | questions | all facts stated | of which offered as closest | facts stated "
+             "| out of scope: honest (with 555-0142) | of which closest / unsupported_reply "
+             "| replies with an unsupported figure | failed turns "
+             "| first token p50 / p95 (ms) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s in groups:
         lines.append(
             f"| {name} | {s['questions']} | {_pct(s['all_facts'], s['answerable'])} "
+            f"| {s['all_facts_closest']} "
             f"| {_pct(s['facts_stated'], s['facts'])} "
             f"| {_pct(s['honest'], s['out_of_scope'])} ({s['with_phone']}) "
+            f"| {s['out_of_scope_closest']} / {s['out_of_scope_fallback']} "
             f"| {s['unsupported_replies']} | {s['failed_turns']} "
             f"| {_ms(s['first_token_p50_ms'])} / {_ms(s['first_token_p95_ms'])} |")
     return lines
@@ -170,6 +183,7 @@ def report(meta: dict[str, Any], scores: list[Score]) -> str:
         f"# Answer eval (`bench/answers.py`): {meta['model']}", "",
         f"{meta['date']}, {meta['cpu']} ({meta['nproc']} CPUs, load {meta['loadavg']}), "
         f"{meta['platform']}; code {meta['code']}; {meta['grounding']}.",
+        f"Questions: `{meta['data']}`.",
         f"Command: `{meta['command']}`; {meta['seconds']:.0f} s.", "",
         *summary_rows([(f"agent {a}", summary([s for s in scores if s.question.agent == a]))
                        for a in by_agent] + [("**overall**", overall)]),
@@ -228,6 +242,7 @@ def as_json(scores: list[Score]) -> list[dict[str, Any]]:
              "style": s.question.style, "out_of_scope": s.question.out_of_scope,
              "facts": s.question.describe(), "missing": s.missing,
              "unsupported": s.unsupported, "all_facts": s.all_facts, "honest": s.honest,
+             "kind": s.kind,
              "reply": asdict(s.reply)} for s in scores]
 
 
@@ -241,6 +256,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="a fixed random subset of N questions (see --seed)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--agent", default="", help="only the questions asked of this agent")
+    parser.add_argument("--data", type=Path, default=DATA,
+                        help="question set (default bench/data/answers.yaml)")
     parser.add_argument("--out", default="answers",
                         help="results stem: bench/results/<out>.md and .json")
     opts = parser.parse_args(argv)
@@ -254,12 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     opts = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    answer_set = load_answer_set()
+    answer_set = load_answer_set(opts.data)
     questions = pick(answer_set.questions, opts.sample, opts.seed, opts.agent)
     if not questions:
         print(f"no questions for agent {opts.agent!r}", file=sys.stderr)
         return 2
     meta = machine(opts, argv)
+    meta["data"] = str(opts.data.resolve().relative_to(ROOT)) if opts.data.resolve(
+        ).is_relative_to(ROOT) else str(opts.data)
     print(f"{len(questions)} questions, {meta['model']}, {meta['grounding']}", flush=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:

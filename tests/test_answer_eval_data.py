@@ -1,4 +1,5 @@
-"""The answer eval's questions (bench/data/answers.yaml) and its scoring; no services.
+"""The answer eval's questions (bench/data/answers.yaml and the held-out
+answers_holdout.yaml) and its scoring; no services.
 
 Every fact a question demands must be stated by the passages it cites, so the eval can
 never ask a model for a fact the knowledge base does not have.
@@ -11,6 +12,7 @@ from collections import Counter
 import pytest
 
 from bench.answer_eval import (
+    DATA,
     KNOWLEDGE_DIR,
     AnswerSet,
     FigureFact,
@@ -27,10 +29,21 @@ from bench.answer_eval import (
 from services.llm.grounding.figures import Support, extract
 from services.llm.rag.chunks import load_passages
 
+HOLDOUT = DATA.with_name("answers_holdout.yaml")
+SIZES = {"answers": (80, 12, 10, 5), "answers_holdout": (50, 12, 8, 5)}
+"""Per file: at least this many questions, out-of-scope ones, multi-fact ones and router
+ones."""
 
-@pytest.fixture(scope="module")
-def answer_set() -> AnswerSet:
-    return load_answer_set()
+
+@pytest.fixture(scope="module", params=[DATA, HOLDOUT], ids=lambda p: p.stem)
+def answer_set(request: pytest.FixtureRequest) -> AnswerSet:
+    return load_answer_set(request.param)
+
+
+def test_the_holdout_asks_nothing_the_tuned_set_asks() -> None:
+    tuned, held = load_answer_set(DATA), load_answer_set(HOLDOUT)
+    assert not {q.id for q in tuned.questions} & {q.id for q in held.questions}
+    assert not {q.question for q in tuned.questions} & {q.question for q in held.questions}
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +53,15 @@ def passages(answer_set: AnswerSet) -> dict[str, str]:
             for p in load_passages(KNOWLEDGE_DIR / answer_set.knowledge_base)}
 
 
-def test_the_set_is_big_and_varied(answer_set: AnswerSet) -> None:
+def test_the_set_is_big_and_varied(answer_set: AnswerSet,
+                                   request: pytest.FixtureRequest) -> None:
     questions = answer_set.questions
-    assert len(questions) >= 80
-    assert sum(q.out_of_scope for q in questions) >= 12
-    assert sum(len(q.facts) > 1 for q in questions) >= 10, "multi-fact questions"
+    total, scoped, multi, routed = SIZES[request.node.callspec.id]
+    assert len(questions) >= total
+    assert sum(q.out_of_scope for q in questions) >= scoped
+    assert sum(len(q.facts) > 1 for q in questions) >= multi, "multi-fact questions"
     assert Counter(q.style for q in questions).keys() == {"plain", "spoken", "asr"}
-    assert sum(q.agent == "router" for q in questions) >= 5
+    assert sum(q.agent == "router" for q in questions) >= routed
     assert len({q.id for q in questions}) == len(questions), "ids are unique"
     assert len({q.question for q in questions if q.agent == "faq"}) == sum(
         q.agent == "faq" for q in questions), "no question asked twice of one agent"

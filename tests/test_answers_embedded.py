@@ -3,16 +3,17 @@ llama.cpp server: the real dialogue service, retrieval and model, no canned repl
 
 Twelve questions, asked of the faq desk in fresh sessions: eight the knowledge base
 answers (four with several facts, some in spoken or misrecognised phrasing) and four it
-does not. No reply may state a figure that the knowledge base, the agent's prompt or the
-question do not back; out-of-scope questions get the phone number; answerable ones state
-their facts. The whole set runs with ``bench/answers.py``.
+does not; plus three turns of small talk that find no passage, so the model itself
+answers them. No reply may state a figure that the knowledge base, the agent's prompt or
+the question do not back; out-of-scope questions get the phone number; answerable ones
+state their facts. The whole set runs with ``bench/answers.py``.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from bench.answer_eval import PHONE, Score, ask, load_answer_set, score
+from bench.answer_eval import PHONE, Question, Score, ask, load_answer_set, score
 from tests.conftest import StackFactory
 from voxmesh.launcher import Stack
 
@@ -27,6 +28,8 @@ ANSWERABLE = (
     "recall-cost",
 )
 OUT_OF_SCOPE = ("oos-engine-price", "oos-alignment", "oos-fourth-of-july", "oos-interest-rate")
+SMALL_TALK = ("hello there", "tell me a joke", "how are you today")
+"""Turns no passage comes close to: the model answers them, through the figure gate."""
 MIN_ANSWERED = 7
 """Of the eight answerable questions, how many must state every fact: answers taken from
 the passages (grounding) do, but one miss in retrieval is allowed for."""
@@ -43,11 +46,13 @@ async def scores(stack: Stack) -> dict[str, Score]:
     answer_set = load_answer_set()
     by_id = {q.id: q for q in answer_set.questions}
     results = {}
-    for question_id in ANSWERABLE + OUT_OF_SCOPE:
-        question = by_id[question_id]
+    talk = [Question(id=f"talk-{i}", question=text, style="plain", agent="faq",
+                     out_of_scope=True) for i, text in enumerate(SMALL_TALK)]
+    for question in [*(by_id[i] for i in ANSWERABLE + OUT_OF_SCOPE), *talk]:
         reply = await ask(stack.addr("llm"), question)
-        results[question_id] = score(answer_set.knowledge_base, question, reply)
-        print(f"{question_id}: {reply.text!r} ({reply.first_token_ms} ms)")
+        results[question.id] = score(answer_set.knowledge_base, question, reply)
+        print(f"{question.id} ({results[question.id].kind}): {reply.text!r} "
+              f"({reply.first_token_ms} ms)")
     return results
 
 
@@ -68,6 +73,15 @@ def test_every_turn_completes(scores: dict[str, Score]) -> None:
 def test_no_reply_states_an_unsupported_figure(scores: dict[str, Score]) -> None:
     invented = {i: (s.unsupported, s.reply.text) for i, s in scores.items() if s.unsupported}
     assert not invented, f"figures nothing backs: {invented}"
+
+
+def test_small_talk_is_left_to_the_model(scores: dict[str, Score]) -> None:
+    """The model's own words, not a passage or a fixed reply; the figure test above
+    covers them too, so a figure the model invents there fails the run."""
+    talk = {i: (s.kind, s.reply.citations, s.reply.text) for i, s in scores.items()
+            if i.startswith("talk-")}
+    assert len(talk) == len(SMALL_TALK)
+    assert all(kind == "answer" and not cited for kind, cited, _ in talk.values()), talk
 
 
 def test_out_of_scope_replies_give_the_phone_number(scores: dict[str, Score]) -> None:

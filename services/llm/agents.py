@@ -8,13 +8,21 @@ strange reply in the middle of a conversation.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from services.llm.tools import TOOLS
 
@@ -93,14 +101,26 @@ class KnowledgeConfig(BaseModel):
                              description="Passages scoring below this cosine similarity "
                              "are left out of the prompt.")
     answer_min_score: float | None = Field(
-        None, ge=-1.0, le=1.0, description="When a sentence of the retrieved passages (or "
-        "a whole FAQ entry) is at least this similar to the question, the reply is taken "
-        "from it instead of generated; unset: always generated.")
+        None, ge=-1.0, le=1.0, description="When the best retrieved passage scores at "
+        "least this, the reply is its sentences closest to the question, not generated; "
+        "unset: always generated.")
+    closest_min_score: float | None = Field(
+        None, ge=-1.0, le=1.0, description="When the best passage scores below "
+        "answer_min_score but at least this, its closest sentences are offered in the "
+        "agent's closest_reply, which says they may not answer the question; unset: no "
+        "such band.")
     strict: bool = Field(
-        False, description="A question that finds passages but no sentence close enough "
-        "(answer_min_score) gets the agent's unsupported_reply instead of the model's "
-        "guess; turns that find no passage at all (greetings, small talk) stay with the "
-        "model.")
+        False, description="A question that finds passages but none close enough "
+        "(closest_min_score, else answer_min_score) gets the agent's unsupported_reply "
+        "instead of the model's guess; turns that find no passage at all (greetings, "
+        "small talk) stay with the model.")
+
+    @model_validator(mode="after")
+    def _bands_in_order(self) -> KnowledgeConfig:
+        if self.closest_min_score is not None and (
+                self.answer_min_score is None or self.closest_min_score > self.answer_min_score):
+            raise ValueError("closest_min_score needs an answer_min_score at least as high")
+        return self
 
 
 class AgentConfig(BaseModel):
@@ -120,11 +140,24 @@ class AgentConfig(BaseModel):
         "Sorry, I don't have that information.",
         description="Said when every sentence of a reply stated a figure (price, time, "
         "phone number, count) that the turn's facts do not support.")
+    closest_reply: str = Field(
+        "Here is the closest I found, on our {page} page: {answer}",
+        description="Says the closest passage sentences (knowledge.closest_min_score): "
+        "{answer} is replaced by them, {page} by the page's name.")
     tools: tuple[str, ...] = Field((), description="Names of the tools the agent may call.")
     routes: tuple[Route, ...] = Field((), description="Intents that hand the conversation "
                                       "to another agent; empty means no routing.")
     knowledge: KnowledgeConfig | None = Field(None, description="Knowledge base retrieved "
                                               "from on every user turn; none means no RAG.")
+
+    @field_validator("closest_reply")
+    @classmethod
+    def _closest_reply_placeholders(cls, text: str) -> str:
+        names = {name for _, name, _, _ in string.Formatter().parse(text) if name is not None}
+        if "answer" not in names or names - {"answer", "page"}:
+            raise ValueError("closest_reply takes {answer} and optionally {page}, nothing "
+                             f"else (found: {', '.join(sorted(names)) or 'none'})")
+        return text
 
     @field_validator("tools")
     @classmethod

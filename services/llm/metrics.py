@@ -36,9 +36,11 @@ UPSTREAM_ERRORS = Counter(
 )
 ANSWERS = Counter(
     "voxmesh_llm_answers_total",
-    "Replies by where their words came from: extractive (the knowledge base's own "
-    "sentences), model, or fallback (every sentence the model wrote stated a figure the "
-    "facts do not back, so the agent's unsupported_reply was said).",
+    "Replies by where their words came from: extractive (the best passage's own "
+    "sentences, confidently), closest (those sentences offered as the closest thing "
+    "found, in the agent's closest_reply), model, or fallback (the agent's "
+    "unsupported_reply: no passage was close enough for a strict agent, or every "
+    "sentence the model wrote stated a figure the facts do not back).",
     ["agent", "source"],
 )
 WITHHELD_SENTENCES = Counter(

@@ -22,6 +22,7 @@ from services.llm import metrics
 from services.llm.agents import AgentConfig
 from services.llm.grounding.extractive import ExtractedAnswer
 from services.llm.grounding.gate import SentenceGate
+from services.llm.grounding.spoken import spoken_answer
 from services.llm.grounding.support import facts_of
 from services.llm.history import History
 from services.llm.memory import Memory
@@ -521,7 +522,7 @@ class DialogueSession:
             messages = [*messages, *step]
 
     async def _answer_from_passages(self, gen: _Generation) -> bool:
-        """Speak the knowledge base's own sentences when retrieval is confident."""
+        """Speak the knowledge base's own sentences when retrieval found a close passage."""
         if self.retriever is None or gen.retrieval is None or not gen.retrieval.citations:
             return False
         extracted = await self.retriever.answer(self.agent, gen.question, gen.retrieval)
@@ -532,11 +533,12 @@ class DialogueSession:
             metrics.ANSWERS.labels(self.agent.name, "fallback").inc()
             self._emit_text(gen, self.agent.unsupported_reply)  # a knowledge question it
             return True  # cannot answer from the passages: honest, never guessed
-        metrics.ANSWERS.labels(self.agent.name, "extractive").inc()
+        kind = "extractive" if extracted.confident else "closest"
+        metrics.ANSWERS.labels(self.agent.name, kind).inc()
         log.info("answered from the knowledge base", extra={
-            "turn_id": gen.turn_id, "source": extracted.evidence.source,
-            "score": round(extracted.score, 3)})
-        self._emit_text(gen, extracted.text)
+            "turn_id": gen.turn_id, "source": extracted.evidence.source, "kind": kind,
+            "score": round(extracted.evidence.score, 3)})
+        self._emit_text(gen, spoken_answer(self.agent, extracted))
         return True
 
     def _count_withheld(self, gen: _Generation, gate: SentenceGate) -> None:

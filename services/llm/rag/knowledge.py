@@ -17,6 +17,7 @@ from services.llm.rag import metrics
 from services.llm.rag.chunks import KnowledgeError, Passage
 from services.llm.rag.embedder import Embedder, load_embedder
 from services.llm.rag.index import Index, IndexReport, ensure_index
+from services.llm.rag.query import QueryRepair, dictionary_of
 from voxmesh.config import LlmSettings
 from voxmesh.v1 import dialogue_pb2
 
@@ -117,13 +118,16 @@ class KnowledgeBase:
     index: Index
     embedder: Embedder
     index_path: Path = field(default=Path())
+    repair: QueryRepair = field(default_factory=lambda: QueryRepair((), frozenset()))
+    """Mends the caller's words before searching (see :mod:`services.llm.rag.query`)."""
 
     def search_sync(self, query: str, top_k: int, min_score: float) -> SearchResult:
         """:meth:`search`, blocking (embeds the query on this thread)."""
         started = time.perf_counter()
         found: list[tuple[Passage, float]] = []
-        if query.strip():
-            vector = self.embedder.embed([query.strip()])[0]
+        searched = self.repair(query)
+        if searched:
+            vector = self.embedder.embed([searched])[0]
             found = self.index.search(vector, top_k)
         top = found[0][1] if found else -1.0
         result = SearchResult(
@@ -164,7 +168,9 @@ def open_knowledge_base(
     """
     directory = knowledge_base_dir(root, name)
     report = ensure_index(directory, cache / name, embedder, rebuild, progress)
-    return KnowledgeBase(name, directory, report.index, embedder, report.path), report
+    repair = QueryRepair((f"{p.source} {p.text}" for p in report.index.passages),
+                         dictionary_of(embedder.path / "vocab.txt"))
+    return KnowledgeBase(name, directory, report.index, embedder, report.path, repair), report
 
 
 async def load_knowledge_bases(

@@ -45,17 +45,19 @@ class KnowledgeRetriever:
 
     async def answer(self, agent: AgentConfig, question: str, found: pb.Retrieval
                      ) -> ExtractedAnswer | None:
-        """The reply taken from the retrieved passages when one of their sentences (or FAQ
-        entries) is close enough to the question (``knowledge.answer_min_score``); None
-        leaves the turn to the model."""
+        """The reply taken from the best retrieved passage when it scores at least
+        ``knowledge.closest_min_score`` (else ``answer_min_score``); None leaves the turn
+        to the model (or, for a strict agent, to its unsupported_reply)."""
         config = agent.knowledge
         kb = self.knowledge.get(config.base) if config else None
         if config is None or kb is None or config.answer_min_score is None:
             return None
         evidence = [Evidence(c.source, c.text, c.score) for c in found.citations]
+        closest = (config.answer_min_score if config.closest_min_score is None
+                   else config.closest_min_score)
         try:
-            return await asyncio.to_thread(extract_answer, kb.embedder, question, evidence,
-                                           config.answer_min_score)
+            return await asyncio.to_thread(extract_answer, kb.embedder, kb.repair(question),
+                                           evidence, config.answer_min_score, closest)
         except Exception:
             log.exception("extractive answer failed", extra={"knowledge_base": config.base})
             return None

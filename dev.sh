@@ -27,7 +27,7 @@ install() {
 }
 
 ensure_system_packages() {
-  # Debian packages the tests use; installed when we may (root or passwordless sudo).
+  # Debian packages the stack and tests use; installed when we may (root or passwordless sudo).
   local missing=()
   for pkg in "$@"; do command -v "$pkg" >/dev/null || missing+=("$pkg"); done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -38,7 +38,7 @@ ensure_system_packages() {
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "voxmesh: the tests need ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
+    echo "voxmesh: needs ${missing[*]} (Debian: apt-get install ${missing[*]})" >&2
     exit 2
   fi
 }
@@ -47,7 +47,13 @@ cmd=${1:-up}
 shift || true
 case "$cmd" in
   install) install ;;
-  up) install; exec "$VENV/bin/voxmesh" up "$@" ;;
+  up)
+    install
+    # voxmesh up starts redis-server (7.0 or later: the audit log needs it) unless told
+    # to use another Redis.
+    [ -n "${VOXMESH_REDIS_URL:-}" ] || ensure_system_packages redis-server
+    exec "$VENV/bin/voxmesh" up "$@"
+    ;;
   test)
     install
     ensure_system_packages espeak-ng redis-server

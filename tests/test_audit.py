@@ -11,12 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import secrets
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,65 +26,35 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from services.llm.memory import Memory
-from services.orchestrator.audit import AuditLog, stream_key
-from services.orchestrator.audit_chain import DROPPED_TYPE, genesis_hash, link_hash
+from services.orchestrator.audit import AuditEvent, AuditLog, now_us, stream_key
+from services.orchestrator.audit_append import (
+    APPEND_SHA,
+    EMPTY,
+    Appended,
+    AppendRequest,
+    Moved,
+    Tip,
+    compare_and_append,
+)
+from services.orchestrator.audit_chain import (
+    DROPPED_TYPE,
+    ChainHead,
+    genesis_hash,
+    link_hash,
+    seal,
+)
 from services.orchestrator.audit_verify import verify
+from tests.support import (
+    REDIS_SERVER,
+    RedisServer,
+    emit_turn,
+    new_session,
+    verify_cli,
+    write_session,
+)
 from voxmesh.launcher import free_port
 
-REPO = Path(__file__).resolve().parents[1]
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-USERS = ("admin", "orchestrator", "llm", "auditor")
-
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="needs redis-server")
-
-
-class RedisServer:
-    """A redis-server on a random loopback port, with the rendered ACL file and an AOF.
-
-    The AOF keeps the streams across :meth:`stop`/:meth:`start`, like a real restart.
-    """
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.passwords = {user: secrets.token_hex(16) for user in USERS}
-        env = {**os.environ, **{f"VOXMESH_REDIS_{u.upper()}_PASSWORD": p
-                                for u, p in self.passwords.items()}}
-        self.aclfile = workdir / "users.acl"
-        self.aclfile.write_text(subprocess.run(
-            ["sh", str(REPO / "deploy/redis/render-acl.sh")], env=env, check=True,
-            capture_output=True, text=True).stdout)
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def url(self, user: str) -> str:
-        """A redis:// URL that logs in as ``voxmesh-<user>``."""
-        return f"redis://voxmesh-{user}:{self.passwords[user]}@127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start the server and wait until it accepts connections."""
-        log = (self.workdir / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.workdir), "--aclfile", str(self.aclfile),
-             "--appendonly", "yes", "--save", ""],
-            stdout=log, stderr=log)
-        log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (self.workdir / "redis.log").read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def stop(self) -> None:
-        """SIGTERM (the AOF is flushed) and wait."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
 
 
 @pytest.fixture(scope="module")
@@ -133,31 +98,8 @@ def read_stream_sync(client: redis.Redis, key: str) -> Entries:
     return cast(Entries, client.xrange(key))
 
 
-def new_session() -> str:
-    return f"audit-{uuid.uuid4().hex[:12]}"
-
-
 def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def emit_turn(log: AuditLog, session_id: str, turn: int) -> None:
-    """The events of one ordinary turn, as a session emits them."""
-    turn_id = f"t{turn}"
-    log.emit(session_id, "state", turn_id=turn_id, **{"from": "listening", "to": "thinking"})
-    log.emit(session_id, "transcript.final", component="stt", turn_id=turn_id,
-             correlation_id=f"c{turn}", text="Grüße, what's the time?", confidence=0.93)
-    log.emit(session_id, "llm.done", component="llm", turn_id=turn_id, text="Noon.")
-    log.emit(session_id, "latency", turn_id=turn_id, stt_ms=101.5, llm_ms=99.0, v2v_ms=480.2)
-
-
-async def write_session(url: str, session_id: str, turns: int) -> None:
-    """One orchestrator process lifetime: start, emit, flush, stop."""
-    log = AuditLog(url, max_backoff_s=0.2)
-    log.start()
-    for turn in range(turns):
-        await emit_turn(log, session_id, turn)
-    await log.close()
 
 
 async def wait_for_len(client: aioredis.Redis, session_id: str, n: int,
@@ -177,15 +119,6 @@ async def wait_for_errors(before: float) -> None:
     while metric("voxmesh_orchestrator_audit_write_errors_total") <= before:
         assert time.monotonic() < deadline, "the writer never tried to write"
         await asyncio.sleep(0.02)
-
-
-async def run_cli(server: RedisServer, session_id: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.orchestrator.audit_verify", session_id,
-        "--redis-url", server.url("auditor"), cwd=REPO,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await proc.communicate()
-    return int(proc.returncode or 0), out.decode()
 
 
 # -- the chain ---------------------------------------------------------------------------
@@ -212,7 +145,7 @@ async def test_chain_verifies_for_a_normal_session(
     assert report.ok, report.problems
     assert (report.entries, report.last_seq, report.head_hash) == (12, 12, prev)
     assert report.entries_added == 12
-    rc, out = await run_cli(running, session_id)
+    rc, out = await verify_cli(running.url("auditor"), session_id)
     assert rc == 0 and "INTACT" in out, out
 
 
@@ -235,79 +168,33 @@ async def test_chain_continues_after_an_orchestrator_restart(
     assert metric("voxmesh_orchestrator_audit_chain_resumes_total") == resumes + 1
 
 
-# -- tampering ---------------------------------------------------------------------------
-
-
-async def tampered(server: RedisServer, auditor: aioredis.Redis) -> str:
+async def test_the_append_script_writes_only_on_the_expected_head(
+        running: RedisServer, admin: redis.Redis) -> None:
+    """Compare-and-append as the orchestrator's user, the script not cached (NOSCRIPT, then
+    EVAL): a wrong head writes nothing and answers the actual one."""
     session_id = new_session()
-    await write_session(server.url("orchestrator"), session_id, turns=2)  # seq 1..8
-    assert (await verify(auditor, session_id)).ok
-    return session_id
-
-
-def entry(admin: redis.Redis, session_id: str, seq: int) -> tuple[str, dict[str, str]]:
-    for entry_id, fields in read_stream_sync(admin, stream_key(session_id)):
-        if fields["seq"] == str(seq):
-            return entry_id, fields
-    raise AssertionError(f"no seq {seq}")
-
-
-async def test_forged_entry_is_detected(running: RedisServer, auditor: aioredis.Redis,
-                                        admin: redis.Redis) -> None:
-    session_id = await tampered(running, auditor)
-    _, last = entry(admin, session_id, 8)
-    forged = {**last, "seq": "9", "type": "tool", "data": json.dumps({"refund": 5000})}
-    admin.xadd(stream_key(session_id), forged)  # type: ignore[arg-type]
-
-    report = await verify(auditor, session_id)
-    assert not report.ok
-    assert report.first_bad_seq == 9 and report.problems[0].kind == "hash"
-
-
-async def test_entry_modified_by_delete_and_re_add_is_detected(
-        running: RedisServer, auditor: aioredis.Redis, admin: redis.Redis) -> None:
-    session_id = await tampered(running, auditor)
-    entry_id, fields = entry(admin, session_id, 3)
-    admin.xdel(stream_key(session_id), entry_id)
-    altered: dict[Any, Any] = {**fields, "data": json.dumps({"text": "Midnight."})}
-    admin.xadd(stream_key(session_id), altered)
-
-    report = await verify(auditor, session_id)
-    assert report.first_bad_seq == 3
-    assert {p.kind for p in report.problems} == {"gap", "reordered", "deleted"}
-    rc, out = await run_cli(running, session_id)
-    assert rc == 1 and "TAMPERED: first bad seq 3" in out, out
-
-
-async def test_deleted_entry_is_detected(running: RedisServer, auditor: aioredis.Redis,
-                                         admin: redis.Redis) -> None:
-    session_id = await tampered(running, auditor)
-    admin.xdel(stream_key(session_id), entry(admin, session_id, 5)[0])
-
-    report = await verify(auditor, session_id)
-    assert report.first_bad_seq == 5 and report.problems[0].kind == "gap"
-
-
-async def test_deleted_tail_is_detected(running: RedisServer, auditor: aioredis.Redis,
-                                        admin: redis.Redis) -> None:
-    session_id = await tampered(running, auditor)
-    admin.xdel(stream_key(session_id), entry(admin, session_id, 7)[0],
-               entry(admin, session_id, 8)[0])
-
-    report = await verify(auditor, session_id)
-    assert report.first_bad_seq == 7 and report.problems[0].kind == "deleted"
-
-
-async def test_trimming_through_xadd_maxlen_is_detected(
-        running: RedisServer, auditor: aioredis.Redis) -> None:
-    """ACLs cannot forbid XADD's MAXLEN option to the writer's user; the chain catches it."""
-    session_id = await tampered(running, auditor)
-    orchestrator = aioredis.from_url(running.url("orchestrator"), decode_responses=True)
-    await orchestrator.xadd(stream_key(session_id), {"seq": "9"}, maxlen=3, approximate=False)
-    await orchestrator.aclose()
-
-    report = await verify(auditor, session_id)
-    assert report.first_bad_seq == 1 and report.problems[0].kind == "gap"
+    key = stream_key(session_id)
+    admin.script_flush()
+    client = aioredis.from_url(running.url("orchestrator"), decode_responses=True)
+    try:
+        head, entries = ChainHead.start(session_id), []
+        for i in range(3):
+            event = AuditEvent(session_id, "event", "orchestrator", "", now_us(), {"i": i})
+            head, entry = seal(head, event.fields())
+            entries.append(entry)
+        first = await compare_and_append(client, [AppendRequest(key, EMPTY, entries[:2])])
+        assert first == [Appended(2)]
+        assert admin.script_exists(APPEND_SHA) == [True]  # EVAL cached it
+        tip = Tip(entries[1]["seq"], entries[1]["hash"])
+        stale = await compare_and_append(client, [AppendRequest(key, EMPTY, entries[2:])])
+        assert stale == [Moved(tip)] and admin.xlen(key) == 2
+        assert await compare_and_append(client, [AppendRequest(key, tip, entries[2:])]) == [
+            Appended(1)]
+    finally:
+        await client.aclose()
+    stored = [fields for _, fields in read_stream_sync(admin, key)]
+    assert stored == entries
+    assert admin.xinfo_stream(key)["entries-added"] == 3  # nothing but the three XADDs
 
 
 # -- outages and drops -------------------------------------------------------------------
@@ -388,11 +275,11 @@ async def test_overflow_is_counted_and_recorded_as_a_gap(running: RedisServer) -
 
 
 class ReplyLosingProxy:
-    """A TCP proxy to Redis that can forward one EXEC and then lose its reply."""
+    """A TCP proxy to Redis that can forward one append (EVALSHA/EVAL) and lose its reply."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        self.lose_next_exec_reply = False
+        self.lose_next_append_reply = False
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -407,20 +294,20 @@ class ReplyLosingProxy:
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
-        exec_sent = asyncio.Event()
+        append_sent = asyncio.Event()
 
         async def up() -> None:
             while data := await client_r.read(65536):
                 server_w.write(data)
                 await server_w.drain()
-                if self.lose_next_exec_reply and b"EXEC" in data:
-                    self.lose_next_exec_reply = False
-                    exec_sent.set()
+                if self.lose_next_append_reply and b"EVAL" in data:
+                    self.lose_next_append_reply = False
+                    append_sent.set()
 
         async def down() -> None:
             while data := await server_r.read(65536):
-                if exec_sent.is_set():
-                    await asyncio.sleep(0.3)  # Redis has run the EXEC; its reply is lost
+                if append_sent.is_set():
+                    await asyncio.sleep(0.3)  # Redis has run the script; its reply is lost
                     return
                 client_w.write(data)
                 await client_w.drain()
@@ -446,7 +333,7 @@ async def test_a_batch_whose_reply_was_lost_is_not_written_twice(
             await emit_turn(log, session_id, 0)
             assert await wait_for_len(auditor, session_id, 4) == 4
             errors = metric("voxmesh_orchestrator_audit_write_errors_total")
-            proxy.lose_next_exec_reply = True
+            proxy.lose_next_append_reply = True
             await emit_turn(log, session_id, 1)
             await wait_for_errors(errors)
             await emit_turn(log, session_id, 2)
@@ -466,7 +353,7 @@ def narrow_user(admin: redis.Redis) -> Iterator[tuple[str, str]]:
     name, password = f"voxmesh-narrow-{uuid.uuid4().hex[:6]}", secrets.token_hex(8)
     admin.execute_command("ACL", "SETUSER", name, "on", f">{password}", "resetchannels",
                           "~voxmesh:session:audit-*", "-@all", "+ping", "+hello", "+select",
-                          "+multi", "+exec", "+discard", "+xadd", "+xrange", "+xrevrange", "+xlen")
+                          "+xadd", "+xrange", "+xrevrange", "+xlen", "+evalsha", "+eval")
     yield name, password
     admin.execute_command("ACL", "DELUSER", name)
 
@@ -529,9 +416,9 @@ async def test_a_refused_stream_loses_only_its_own_events(
     assert f"audit stream {stream_key(bad)} accepts writes again" in caplog.text
 
 
-async def test_a_stream_replaced_under_the_writer_is_refused_at_exec(
+async def test_a_stream_replaced_under_the_writer_is_refused_by_the_append(
         running: RedisServer, auditor: aioredis.Redis, admin: redis.Redis) -> None:
-    """The chain head is cached, so the refusal comes from EXEC, not from reading the head."""
+    """The chain head is cached, so the refusal comes from the append script itself."""
     good, bad = new_session(), new_session()
     rejected = metric("voxmesh_orchestrator_audit_dropped_total", reason="rejected")
     log = AuditLog(running.url("orchestrator"), max_backoff_s=0.2)
@@ -575,13 +462,23 @@ async def test_emit_never_waits_for_redis() -> None:
 
 DESTRUCTIVE = [
     ["XDEL", "voxmesh:session:s", "1-1"], ["XTRIM", "voxmesh:session:s", "MAXLEN", "0"],
+    ["XTRIM", "voxmesh:session:s", "MINID", "9-9"],
     ["DEL", "voxmesh:session:s"], ["UNLINK", "voxmesh:session:s"],
     ["RENAME", "voxmesh:session:s", "voxmesh:session:t"],
-    ["EXPIRE", "voxmesh:session:s", "1"], ["XSETID", "voxmesh:session:s", "9-9"],
+    ["RENAMENX", "voxmesh:session:s", "voxmesh:session:t"],
+    ["MOVE", "voxmesh:session:s", "1"], ["SWAPDB", "0", "1"],
+    ["MIGRATE", "127.0.0.1", "1", "voxmesh:session:s", "0", "10"],
+    ["EXPIRE", "voxmesh:session:s", "1"], ["PEXPIREAT", "voxmesh:session:s", "1"],
+    # XSETID can also rewrite the entries-added counter the verifier counts removals with.
+    ["XSETID", "voxmesh:session:s", "9-9"],
+    ["XSETID", "voxmesh:session:s", "9-9", "ENTRIESADDED", "1", "MAXDELETEDID", "0-0"],
     ["RESTORE", "voxmesh:session:s", "0", "x", "REPLACE"],
     ["COPY", "voxmesh:session:t", "voxmesh:session:s", "REPLACE"],
-    ["SET", "voxmesh:session:s", "x"], ["FLUSHALL"], ["FLUSHDB"], ["ACL", "SETUSER", "x"],
-    ["CONFIG", "SET", "appendonly", "no"], ["SHUTDOWN"], ["DEBUG", "SLEEP", "0"],
+    ["SORT", "voxmesh:session:t", "STORE", "voxmesh:session:s"],
+    ["SET", "voxmesh:session:s", "x"], ["OBJECT", "ENCODING", "voxmesh:session:s"],
+    ["FLUSHALL"], ["FLUSHDB"], ["ACL", "SETUSER", "x"], ["CONFIG", "SET", "appendonly", "no"],
+    ["SHUTDOWN"], ["DEBUG", "SLEEP", "0"], ["SCRIPT", "FLUSH"],
+    ["FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('x', function() end)"],
 ]
 
 
@@ -606,9 +503,15 @@ def test_orchestrator_user_appends_and_reads_audit_streams_only(running: RedisSe
         assert read_stream_sync(client, key)[0][1] == {"a": "1"} and client.xlen(key) == 1
         for command in (["XDEL", key, entry_id], ["XTRIM", key, "MAXLEN", "0"], ["DEL", key],
                         ["FLUSHALL"], ["XADD", "voxmesh:history:x", "*", "a", "1"],
-                        ["GET", "voxmesh:agent:x"]):
+                        ["GET", "voxmesh:agent:x"], ["XSETID", key, "0-1", "ENTRIESADDED", "1"]):
             with pytest.raises(redis.exceptions.NoPermissionError):
                 client.execute_command(*command)
+        # It may run scripts (the compare-and-append), but they run with its own ACL.
+        for body in ("redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)",
+                     f"redis.call('XDEL', KEYS[1], '{entry_id}')", "redis.call('DEL', KEYS[1])",
+                     "redis.call('XSETID', KEYS[1], '0-1', 'ENTRIESADDED', 1)"):
+            with pytest.raises(redis.exceptions.ResponseError, match="can't run this command"):
+                client.eval(body, 1, key)
         assert client.xlen(key) == 1
     finally:
         client.close()

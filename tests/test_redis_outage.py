@@ -26,8 +26,7 @@ import redis.asyncio as aioredis
 from services.llm.memory import history_key
 from services.orchestrator.audit_verify import verify
 from tests.fake_openai import FakeOpenAI
-from tests.support import speak
-from tests.test_audit import REDIS_SERVER, RedisServer
+from tests.support import REDIS_SERVER, RedisServer, speak
 from tests.test_e2e import wait_for_audit
 from tests.test_e2e_turns import session
 from voxmesh.launcher import Stack

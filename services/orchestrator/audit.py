@@ -1,39 +1,53 @@
 """The append-only, hash-chained session audit log: one Redis Stream per session.
 
-``emit`` only puts the event on a bounded in-memory queue and returns; a single
-writer task drains it in batches, seals each event into the session's hash chain
-(``seq`` and ``hash``, see :mod:`services.orchestrator.audit_chain`) and appends
-the batch in one pipeline, each session's XADDs in their own MULTI/EXEC. Nothing on
-the audio path ever awaits Redis, and the writer only ever appends: it never
-deletes, trims or rewrites an entry.
+``emit`` only puts the event on a bounded in-memory queue and returns; a single writer task
+drains it in batches, seals each session's events into its hash chain (``seq`` and
+``hash``, see :mod:`services.orchestrator.audit_chain`) and appends them with one
+compare-and-append script call per session (:mod:`services.orchestrator.audit_append`), all
+of a batch's calls in one round trip. Nothing on the audio path ever awaits Redis, and the
+writer only ever appends (plain ``XADD *``): it never deletes, trims or rewrites an entry.
 
-Resuming a chain: the writer keeps each session's chain head (last ``seq`` and
-``hash``) in memory. Before the first write of a session in this process (or after
-its head was evicted from the bounded cache) it reads the stream's last entry with
-XREVRANGE COUNT 1, so a session resumed after an orchestrator restart continues
-its chain. One process writes a session's stream at a time.
+Many writers, one chain: a session's entries go in only if its stream still ends with the
+``seq`` and ``hash`` they were sealed on; Redis runs the check and the XADDs as one script,
+so concurrent writers are serialised. When the stream moved (another replica wrote the
+session, or this process never did), the script writes nothing and answers the actual last
+``seq`` and ``hash``; the writer seals that session's pending events again on top of them
+and retries (a few rounds per batch, then again after a short pause; events are never
+dropped for it). Any number of orchestrator replicas, in any order (a session moved
+A -> B -> A, or two replicas writing one session at once), thus produce one valid chain.
+The per-process chain-head cache only saves that extra round trip; it is never trusted.
 
-Redis down: the batch being written and the queue stay buffered (bounded); the
-writer retries with backoff and writes them, in order, on recovery. When a batch's
-fate is unknown (the connection failed around EXEC), the writer re-reads each
-session's last ``seq`` and skips entries already stored, so nothing is written twice.
+Redis down: the batch being written and the queue stay buffered (bounded); the writer
+retries with backoff and writes them, in order, on recovery. When a call's fate is unknown
+(the connection failed after it was sent), the retry finds out from the stream itself: if
+the stream moved from where the entries were sealed and holds their first ``seq`` with
+their ``hash``, they were stored (a script appends a session's entries whole) and are
+skipped, so nothing is written twice.
 
-Drops: an event that finds the queue full is dropped and counted (per session and
-in ``voxmesh_orchestrator_audit_dropped_total{reason="queue_full"}``). Dropped events
-never get a ``seq``, so ``seq`` stays contiguous over what was written; instead, the
-next entry of that session is an ``audit.dropped`` entry whose data carries ``count``
-and the timestamps of the first and last dropped event. A verifier sees a counted gap
-at exactly the place events went missing.
+Redis version: the writer checks the server's version (HELLO) before its first write and
+refuses a Redis older than 7.0 (:mod:`voxmesh.redis_version` says why): it keeps the
+events buffered and logs the reason instead of writing where the checks would not hold.
 
-Rejected sessions: Redis may refuse one session's stream for good while serving the
-others (its key holds another type: WRONGTYPE; the ACL denies it: NOPERM). Because
-each session has its own MULTI/EXEC, the other sessions' entries of the batch are
-written; the refused session's events are dropped (``reason="rejected"``), logged once
-with Redis's answer, and its chain head is forgotten. Nothing of a refused session was
-stored, so nothing is retried and nothing can be written twice; its next events try
-again, and if its stream accepts them they start with an ``audit.dropped`` entry
-counting what was lost. Errors about the server rather than the key (OOM, READONLY,
-MISCONF, ...) are treated like an outage: the whole batch is kept and retried.
+Drops: an event that finds the queue full is dropped and counted (per session and in
+``voxmesh_orchestrator_audit_dropped_total{reason="queue_full"}``). Dropped events never
+get a ``seq``, so ``seq`` stays contiguous over what was written; instead, the next entry
+of that session is an ``audit.dropped`` entry whose data carries ``count`` and the
+timestamps of the first and last dropped event. A verifier sees a counted gap at exactly
+the place events went missing.
+
+Rejected sessions: Redis may refuse one session's stream for good while serving the others
+(its key holds another type: WRONGTYPE; the ACL denies it: NOPERM). Each session has its
+own script call, so the other sessions' entries are written; the refused session's events
+are dropped (``reason="rejected"``) and logged once with Redis's answer. A refused call
+wrote nothing, so nothing is retried and nothing can be written twice; the session's next
+events try again, and if its stream accepts them they start with an ``audit.dropped``
+entry counting what was lost. Errors about the server rather than the key (OOM, READONLY,
+MISCONF, BUSY, ...) are treated like an outage: the whole batch is kept and retried.
+
+What this does not do (see docs/audit.md): anyone holding the writer's Redis user can
+still append entries of their own (the chain rule is public), and XADD's MAXLEN/MINID
+options cannot be denied by an ACL; such trims are not prevented, they are detected and
+counted by :mod:`services.orchestrator.audit_verify`.
 """
 
 from __future__ import annotations
@@ -41,17 +55,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
-    ExecAbortError,
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -61,17 +75,23 @@ from redis.exceptions import (
 )
 
 from services.orchestrator import metrics
-from services.orchestrator.audit_chain import (
-    DROPPED_TYPE,
-    HASH_FIELD,
-    ChainHead,
-    genesis_hash,
-    seal,
+from services.orchestrator.audit_append import (
+    EMPTY,
+    Appended,
+    AppendRequest,
+    Moved,
+    Tip,
+    compare_and_append,
 )
+from services.orchestrator.audit_chain import DROPPED_TYPE, ChainHead, seal
+from voxmesh import redis_version
 
 log = logging.getLogger(__name__)
 
 STREAM_KEY = "voxmesh:session:{session_id}"
+
+CAS_ROUNDS = 8
+"""Compare-and-append rounds per batch before pausing (other writers keep moving the head)."""
 
 
 def stream_key(session_id: str) -> str:
@@ -91,19 +111,6 @@ def rejects_session(error: BaseException) -> bool:
     if not isinstance(error, ResponseError) or isinstance(error, _SERVER_STATE_ERRORS):
         return False
     return str(error).split(" ", 1)[0] not in _SERVER_STATE_CODES
-
-
-def _session_error(replies: list[Any]) -> ResponseError | None:
-    """The error that failed one session's MULTI/XADD.../EXEC replies, or None.
-
-    EXECABORT only says an earlier command was refused while queued: report that one.
-    """
-    errors: list[ResponseError] = []
-    for reply in replies:
-        nested = reply if isinstance(reply, list) else [reply]
-        errors.extend(r for r in nested if isinstance(r, ResponseError))
-    return next((e for e in errors if not isinstance(e, ExecAbortError)),
-                errors[0] if errors else None)
 
 
 def now_us() -> int:
@@ -164,15 +171,42 @@ class _Drops:
 
 
 @dataclass(slots=True)
-class _Sealed:
-    """A batch with ``seq``/``hash`` assigned, until Redis confirms it."""
+class _Group:
+    """One session's events of a batch, sealed on the tip its stream is believed to end with."""
 
-    entries: list[tuple[AuditEvent, dict[str, str]]] = field(default_factory=list)
-    """(event, complete entry fields), in write order."""
-    taken: int = 0
-    """How many of them came off the queue (``task_done`` owed)."""
+    session_id: str
+    events: list[AuditEvent] = field(default_factory=list)
+    expected: Tip = EMPTY
+    """The stream's last entry these entries were sealed on."""
+    entries: list[dict[str, str]] = field(default_factory=list)
+    """Complete entry fields, in write order."""
     uncertain: bool = False
-    """A write attempt failed in a way that may have stored it: check before retrying."""
+    """An attempt failed in a way that may have stored the entries: check before resealing."""
+
+    def seal(self, expected: Tip, head: ChainHead) -> None:
+        """(Re)give the events their ``seq`` and ``hash``, following ``head``."""
+        self.expected, self.entries = expected, []
+        for event in self.events:
+            head, entry = seal(head, event.fields())
+            self.entries.append(entry)
+
+    @property
+    def last(self) -> ChainHead:
+        """The chain head once these entries are stored."""
+        return ChainHead(int(self.entries[-1]["seq"]), self.entries[-1]["hash"])
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A batch until Redis has taken (or for good refused) every session's entries."""
+
+    groups: dict[str, _Group] = field(default_factory=dict)
+    taken: int = 0
+    """How many events came off the queue (``task_done`` owed)."""
+
+    @property
+    def size(self) -> int:
+        return sum(len(group.events) for group in self.groups.values())
 
 
 class AuditLog:
@@ -181,20 +215,19 @@ class AuditLog:
     Args:
         redis_url: Where to write, e.g. ``redis://voxmesh-orchestrator:PASSWORD@redis:6379/0``;
             the user needs only the commands of the ``voxmesh-orchestrator`` ACL user
-            (deploy/redis/users.acl).
+            (deploy/redis/users.acl). Redis 7.0 or later.
         max_queue: Events buffered before new ones are dropped (and counted).
-        batch_size: Most events per pipeline (one MULTI/EXEC per session in it).
+        batch_size: Most events per write round trip (one script call per session in it).
         max_backoff_s: Longest pause between write attempts while Redis fails.
-        max_sessions: Chain heads kept in memory; an evicted session's head is read
-            back from its stream on its next write.
+        max_sessions: Chain heads cached in memory; a session not cached costs one extra
+            round trip on its next write (the script answers its actual head).
     """
 
     def __init__(self, redis_url: str, max_queue: int = 10_000, batch_size: int = 200, *,
                  max_backoff_s: float = 5.0, max_sessions: int = 10_000) -> None:
         if max_queue < 1 or batch_size < 1:
             raise ValueError("audit max_queue and batch_size must be at least 1")
-        # No client-side retries: a retried EXEC could append a batch twice; the writer
-        # retries itself, and checks what was stored first.
+        # No client-side retries: the writer retries itself, and checks what was stored first.
         self._redis = aioredis.from_url(
             redis_url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True,
             retry=Retry(NoBackoff(), 0))
@@ -204,13 +237,15 @@ class AuditLog:
         self._max_sessions = max(max_sessions, 2 * batch_size)
         self._writer: asyncio.Task[None] | None = None
         self._batch: list[AuditEvent] = []
-        self._sealed: _Sealed | None = None
+        self._pending: _Pending | None = None
         self._heads: OrderedDict[str, ChainHead] = OrderedDict()
         self._drops: dict[str, _Drops] = {}
         self._rejected: OrderedDict[str, _Drops] = OrderedDict()
         """Sessions whose stream refused writes (logged once), with what it refused since
         the last ``audit.dropped`` entry was sealed for them."""
         self._dropped_total = 0
+        self._server_version = ""
+        """The Redis version, once checked (see :meth:`check_server`)."""
 
     # -- the audio-path side: synchronous, never blocks -----------------------------------
 
@@ -241,8 +276,8 @@ class AuditLog:
     @property
     def backlog(self) -> int:
         """Events buffered in memory and not yet confirmed written."""
-        sealed = len(self._sealed.entries) if self._sealed else 0
-        return self._queue.qsize() + len(self._batch) + sealed
+        pending = self._pending.size if self._pending else 0
+        return self._queue.qsize() + len(self._batch) + pending
 
     @property
     def dropped(self) -> int:
@@ -265,22 +300,38 @@ class AuditLog:
         """Start the writer task on the running loop."""
         self._writer = asyncio.create_task(self._write_forever(), name="audit-writer")
 
+    async def check_server(self) -> str:
+        """Check the Redis version once; called at start-up, and by the writer before writing.
+
+        Returns:
+            The server's version.
+
+        Raises:
+            RedisVersionError: the server is older than 7.0 (the message says why it matters).
+            RedisError: Redis could not be asked.
+        """
+        if not self._server_version:
+            version = await redis_version.server_version(self._redis)
+            redis_version.require(version, "the audit log's Redis")
+            self._server_version = version
+        return self._server_version
+
     async def _write_forever(self) -> None:
         backoff = 0.1
         while True:
-            if self._sealed is None and not self._batch:
+            if self._pending is None and not self._batch:
                 self._batch.append(await self._queue.get())
                 while len(self._batch) < self._batch_size and not self._queue.empty():
                     self._batch.append(self._queue.get_nowait())
                 # The batch left room in the queue: gaps can be recorded now.
                 self._queue_drop_markers()
+            if self._pending is None:
+                self._pending = self._seal(self._batch)
+                self._batch = []
             try:
-                if self._sealed is None:
-                    refused = await self._load_heads({e.session_id for e in self._batch})
-                    self._sealed = self._seal(self._batch, refused)
-                    self._batch = []
-                await self._write(self._sealed)
-            except (RedisError, OSError) as exc:
+                await self.check_server()
+                await self._append(self._pending)
+            except (RedisError, OSError, redis_version.RedisVersionError) as exc:
                 metrics.AUDIT_WRITE_ERRORS.inc()
                 log.warning("audit write failed; keeping %d events buffered: %s",
                             self.backlog, exc)
@@ -288,54 +339,132 @@ class AuditLog:
                 backoff = min(backoff * 2, self._max_backoff_s)
                 continue
             backoff = 0.1
-            for _ in range(self._sealed.taken):
+            if self._pending.groups:
+                continue  # other writers kept moving these sessions' heads: go again
+            for _ in range(self._pending.taken):
                 self._queue.task_done()
-            self._sealed = None
+            self._pending = None
             metrics.AUDIT_BACKLOG.set(self.backlog)
 
-    async def _last_entries(self, session_ids: list[str]) -> dict[str, Any]:
-        """Each session's last stream entry (``[]`` when none) or the error refusing it.
+    def _seal(self, batch: list[AuditEvent]) -> _Pending:
+        """Group a batch by session (order kept) and seal each on its cached head."""
+        pending = _Pending(taken=len(batch))
+        for event in batch:
+            group = pending.groups.get(event.session_id)
+            if group is None:
+                group = pending.groups[event.session_id] = _Group(event.session_id)
+                rejected = self._rejected.get(event.session_id)
+                if rejected is not None and rejected.count:
+                    # Declare what the stream refused before anything newer; if it refuses
+                    # again, _reject takes the count back.
+                    group.events.append(rejected.marker(event.session_id))
+                    self._rejected[event.session_id] = _Drops()
+            group.events.append(event)
+        for session_id, group in pending.groups.items():
+            head = self._heads.get(session_id)
+            if head is None:  # a guess: a wrong one costs a round trip, never a fork
+                group.seal(EMPTY, ChainHead.start(session_id))
+            else:
+                self._heads.move_to_end(session_id)
+                group.seal(Tip.of(head), head)
+        return pending
+
+    async def _append(self, pending: _Pending) -> None:
+        """Compare-and-append every session of ``pending``, resealing on the heads Redis
+        answers, until all are stored or refused (or :data:`CAS_ROUNDS` rounds passed).
 
         Raises:
-            RedisError: Redis is down or cannot serve anyone right now.
+            RedisError: Redis is down or cannot write now; the rest stays in ``pending``.
         """
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for session_id in session_ids:
-                pipe.xrevrange(stream_key(session_id), count=1)
-            replies = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, RedisError) and not rejects_session(reply):
-                raise reply
-        return dict(zip(session_ids, replies, strict=True))
+        for _ in range(CAS_ROUNDS):
+            groups = list(pending.groups.values())
+            if not groups:
+                return
+            try:
+                replies = await compare_and_append(self._redis, [
+                    AppendRequest(stream_key(g.session_id), g.expected, g.entries)
+                    for g in groups])
+            except (RedisError, OSError):
+                for group in groups:
+                    group.uncertain = True
+                raise
+            outage: ResponseError | None = None
+            for group, reply in zip(groups, replies, strict=True):
+                if isinstance(reply, Appended):
+                    self._stored(pending, group)
+                elif isinstance(reply, Moved):
+                    await self._moved(pending, group, reply.tip)
+                elif rejects_session(reply):
+                    del pending.groups[group.session_id]
+                    self._reject(group.session_id, group.events, reply)
+                else:
+                    outage = reply  # nothing of this call was written: retry it as it is
+            if outage is not None:
+                raise outage
+        if pending.groups:
+            log.info("audit chain heads of %d sessions kept moving; trying again",
+                     len(pending.groups))
+            await asyncio.sleep(random.uniform(0.0, 0.05))  # let the other writers through
 
-    async def _load_heads(self, session_ids: set[str]) -> dict[str, ResponseError]:
-        """Read the chain head of each session this process has not written lately.
+    def _stored(self, pending: _Pending, group: _Group) -> None:
+        del pending.groups[group.session_id]
+        self._remember(group.session_id, group.last)
+        metrics.AUDIT_EVENTS.inc(len(group.entries))
+        if self._rejected.pop(group.session_id, None) is not None:
+            log.info("audit stream %s accepts writes again", stream_key(group.session_id))
 
-        Returns:
-            The sessions whose stream Redis refuses to read, with its answer.
-        """
-        for session_id in session_ids & self._heads.keys():
-            self._heads.move_to_end(session_id)  # so reading the others cannot evict it
-        missing = sorted(session_ids - self._heads.keys())
-        if not missing:
-            return {}
-        refused: dict[str, ResponseError] = {}
-        for session_id, reply in (await self._last_entries(missing)).items():
-            if isinstance(reply, ResponseError):
-                refused[session_id] = reply
-                continue
+    async def _moved(self, pending: _Pending, group: _Group, tip: Tip) -> None:
+        """The stream does not end where ``group`` was sealed: skip it if an attempt whose
+        reply was lost stored it, else seal it again on the stream's actual last entry."""
+        session_id = group.session_id
+        if group.uncertain and await self._holds(group, tip):
+            del pending.groups[session_id]
+            log.info("audit batch was partly stored before the failure; skipping %d entries "
+                     "of %s", len(group.entries), stream_key(session_id))
+            self._remember(session_id, group.last)
+            return
+        group.uncertain = False
+        cached = self._heads.get(session_id)
+        if cached is None and tip != EMPTY:
+            metrics.AUDIT_CHAIN_RESUMES.inc()
+        elif cached is not None:
+            metrics.AUDIT_CHAIN_CONFLICTS.inc()
+            if tip == EMPTY:
+                log.error("audit stream %s lost every entry (seq %d and earlier) since this "
+                          "process wrote it; starting its chain again at seq 1",
+                          stream_key(session_id), cached.seq)
+        head = tip.chain_head(session_id)
+        if head is None:
+            log.error("audit stream %s ends with an unchained entry (seq %r); starting a new "
+                      "chain there", stream_key(session_id), tip.seq)
             head = ChainHead.start(session_id)
-            if reply:
-                _, fields = reply[0]
-                try:
-                    head = ChainHead(int(fields["seq"]), fields[HASH_FIELD])
-                except (KeyError, ValueError):
-                    log.error("audit stream of %s ends with an unchained entry; "
-                              "starting a new chain there", session_id)
-                    head = ChainHead(0, genesis_hash(session_id))
-                metrics.AUDIT_CHAIN_RESUMES.inc()
-            self._remember(session_id, head)
-        return refused
+        self._remember(session_id, head)
+        group.seal(tip, head)
+
+    async def _holds(self, group: _Group, tip: Tip) -> bool:
+        """Whether the stream, now ending at ``tip``, holds ``group``'s first entry.
+
+        A script appends a session's entries whole, so its first one tells for all.
+        """
+        first = group.entries[0]
+        if (tip.seq, tip.hash) == (group.entries[-1]["seq"], group.entries[-1]["hash"]):
+            return True
+        head = tip.chain_head(group.session_id)
+        if head is None or head.seq < int(first["seq"]):
+            return False
+        end = "+"
+        while True:  # back from the end, past what other writers added since
+            page = cast(list[tuple[str, dict[str, str]]], await self._redis.xrevrange(
+                stream_key(group.session_id), max=end, min="-", count=100))
+            for _, fields in page:
+                seq = fields.get("seq", "")
+                if seq == first["seq"]:
+                    return bool(fields.get("hash") == first["hash"])
+                if seq.isdecimal() and int(seq) < int(first["seq"]):
+                    return False
+            if len(page) < 100:
+                return False
+            end = f"({page[-1][0]}"
 
     def _remember(self, session_id: str, head: ChainHead) -> None:
         self._heads[session_id] = head
@@ -343,29 +472,9 @@ class AuditLog:
         while len(self._heads) > self._max_sessions:
             self._heads.popitem(last=False)
 
-    def _seal(self, batch: list[AuditEvent], refused: dict[str, ResponseError]) -> _Sealed:
-        sealed = _Sealed(taken=len(batch))
-        for session_id, error in refused.items():
-            self._reject(session_id, [e for e in batch if e.session_id == session_id], error)
-        for event in batch:
-            if event.session_id in refused:
-                continue
-            rejected = self._rejected.get(event.session_id)
-            if rejected is not None and rejected.count:
-                # The stream reads again: declare what it refused before anything newer.
-                self._seal_one(sealed, rejected.marker(event.session_id))
-                self._rejected[event.session_id] = _Drops()
-            self._seal_one(sealed, event)
-        return sealed
-
-    def _seal_one(self, sealed: _Sealed, event: AuditEvent) -> None:
-        head, entry = seal(self._heads[event.session_id], event.fields())
-        self._remember(event.session_id, head)
-        sealed.entries.append((event, entry))
-
     def _reject(self, session_id: str, events: list[AuditEvent], error: ResponseError) -> None:
         """Drop the events of a session whose stream Redis refuses (none of them is stored)."""
-        self._heads.pop(session_id, None)  # what was sealed for it is void: read it again
+        self._heads.pop(session_id, None)
         rejected = self._rejected.get(session_id)
         if rejected is None:
             log.error("audit stream %s refuses writes (%s); dropping its events until it "
@@ -385,62 +494,6 @@ class AuditLog:
                 count += 1
         self._dropped_total += count
         metrics.AUDIT_DROPPED.labels("rejected").inc(count)
-
-    async def _write(self, sealed: _Sealed) -> None:
-        if sealed.uncertain:
-            await self._skip_stored(sealed)
-        sealed.uncertain = True  # until the replies say otherwise
-        groups: dict[str, list[tuple[AuditEvent, dict[str, str]]]] = {}
-        for event, entry in sealed.entries:
-            groups.setdefault(event.session_id, []).append((event, entry))
-        if not groups:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for session_id, group in groups.items():
-                # One MULTI/EXEC per session: a session's entries are stored all or none
-                # (so a retry can skip exactly what was stored), and one refused stream
-                # cannot abort the others' entries.
-                pipe.execute_command("MULTI")
-                for _, entry in group:
-                    pipe.xadd(stream_key(session_id), entry)  # type: ignore[arg-type]
-                pipe.execute_command("EXEC")
-            replies = await pipe.execute(raise_on_error=False)
-        refused: dict[str, ResponseError] = {}
-        i = 0
-        for session_id, group in groups.items():
-            error = _session_error(replies[i:i + len(group) + 2])
-            i += len(group) + 2
-            if error is not None:
-                if not rejects_session(error):
-                    raise error  # the batch is uncertain: the retry skips what was stored
-                refused[session_id] = error
-        for session_id, error in refused.items():
-            self._reject(session_id, [event for event, _ in groups[session_id]], error)
-        for session_id in groups.keys() - refused.keys():
-            if self._rejected.pop(session_id, None) is not None:
-                log.info("audit stream %s accepts writes again", stream_key(session_id))
-        written = len(sealed.entries) - sum(len(groups[s]) for s in refused)
-        sealed.entries = []
-        sealed.uncertain = False
-        metrics.AUDIT_EVENTS.inc(written)
-
-    async def _skip_stored(self, sealed: _Sealed) -> None:
-        """Drop entries an earlier, failed-looking attempt did store."""
-        sessions = sorted({event.session_id for event, _ in sealed.entries})
-        stored: dict[str, int] = {}
-        for session_id, reply in (await self._last_entries(sessions)).items():
-            if isinstance(reply, ResponseError):  # refused now, so it refused then too
-                self._reject(session_id, [e for e, _ in sealed.entries
-                                          if e.session_id == session_id], reply)
-                sealed.entries = [(e, f) for e, f in sealed.entries if e.session_id != session_id]
-            else:
-                stored[session_id] = int(reply[0][1].get("seq", 0)) if reply else 0
-        before = len(sealed.entries)
-        sealed.entries = [(e, f) for e, f in sealed.entries if int(f["seq"]) > stored[e.session_id]]
-        if len(sealed.entries) < before:
-            log.info("audit batch was partly stored before the failure; skipping %d entries",
-                     before - len(sealed.entries))
-        sealed.uncertain = False
 
     async def close(self, timeout_s: float = 3.0) -> None:
         """Flush what is buffered (up to ``timeout_s``), then stop the writer."""

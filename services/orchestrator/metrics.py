@@ -46,6 +46,11 @@ AUDIT_CHAIN_RESUMES = Counter(
     "voxmesh_orchestrator_audit_chain_resumes_total",
     "Sessions whose audit hash chain was continued from an existing stream.",
 )
+AUDIT_CHAIN_CONFLICTS = Counter(
+    "voxmesh_orchestrator_audit_chain_conflicts_total",
+    "Audit appends refused because another writer had moved the session's chain head; the "
+    "events were sealed again on the actual head and retried (not an error).",
+)
 ACCESS_REFUSED = Counter(
     "voxmesh_orchestrator_access_refused_total",
     "Session starts refused before touching any session, by reason: session_forbidden "
